@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny image folders, the real faces when present, and running the scripts."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_FACES = ROOT.parent / "shared" / "anime_faces"
+
+
+def blob_images(num: int, size: int, seed: int = 0) -> np.ndarray:
+    """Structured test images: a coloured disc on a plain background, varying in position, radius and colours."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    images = np.empty((num, size, size, 3), np.uint8)
+    for i in range(num):
+        cx, cy, r = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.15, 0.35)
+        disc = ((xx - cx) ** 2 + (yy - cy) ** 2 < r**2)[..., None]
+        images[i] = np.where(disc, rng.integers(0, 256, 3), rng.integers(0, 256, 3))
+    return images
+
+
+def write_pngs(folder: Path, images: np.ndarray, prefix: str = "img") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{prefix}_{i:04d}.png")
+    return folder
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """40 PNG images of 32x32 in a temporary folder."""
+    return write_pngs(tmp_path / "images", blob_images(40, 32))
+
+
+@pytest.fixture
+def real_faces():
+    if not SHARED_FACES.is_dir():
+        pytest.skip("../shared/anime_faces is not present")
+    return SHARED_FACES
+
+
+def run_script(*args, cwd=ROOT, timeout=300, env=None):
+    """Run a script of the project in a fresh Python process; returns the CompletedProcess."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+TINY = ["--image_size", "32", "--width", "8", "--latent_dim", "8", "--batch_size", "8"]

@@ -1,0 +1,146 @@
+"""The model: shapes, the loss's terms and their reduction, learning, and saving."""
+import numpy as np
+import pytest
+import keras
+from keras import ops
+
+import vae
+from vae.losses import kl_per_dim, l1_per_image
+from vae.model import VAE
+from vae.optimizer import make_optimizer
+from vae.sampling import Sampling
+
+from conftest import blob_images, run_script
+
+
+def tiny_vae(size=32, beta=1.0, **kwargs):
+    keras.utils.set_random_seed(0)
+    model = VAE(image_size=size, latent_dim=8, width=8, beta=beta, seed=0, **kwargs)
+    model.compile(optimizer=make_optimizer(3e-3, total_steps=1000, warmup_steps=0))
+    return model
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_shapes(size):
+    model = tiny_vae(size)
+    images = blob_images(3, size)
+    z_mean, z_log_var = model.encoder(images / 255.0)
+    assert z_mean.shape == (3, 8) and z_log_var.shape == (3, 8)
+    out = model(images)
+    assert out.shape == (3, size, size, 3)
+    out = np.asarray(out)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert model.decoder(np.zeros((5, 8), "float32")).shape == (5, size, size, 3)
+
+
+def test_log_variance_is_clamped():
+    model = tiny_vae()
+    _, z_log_var = model.encoder(np.full((2, 32, 32, 3), 1e4, "float32"))
+    assert np.all(np.asarray(z_log_var) <= 10.0) and np.all(np.asarray(z_log_var) >= -10.0)
+
+
+def test_closed_form_kl_matches_monte_carlo():
+    rng = np.random.default_rng(1)
+    mean = rng.normal(0, 1, (1, 4)).astype("float32")
+    log_var = rng.normal(0, 0.5, (1, 4)).astype("float32")
+    closed = np.asarray(kl_per_dim(mean, log_var)).sum()
+    # KL = E_q[log q(z) - log p(z)], estimated with 400k draws from q.
+    std = np.exp(0.5 * log_var)
+    z = mean + std * rng.standard_normal((400_000, 4))
+    log_q = -0.5 * (((z - mean) / std) ** 2 + np.log(2 * np.pi) + log_var)
+    log_p = -0.5 * (z**2 + np.log(2 * np.pi))
+    estimate = (log_q - log_p).sum(axis=1).mean()
+    assert closed == pytest.approx(estimate, abs=0.02)
+    assert closed > 0.1
+
+
+def test_l1_is_summed_over_pixels_and_channels():
+    a = np.zeros((2, 4, 4, 3), "float32")
+    b = np.full((2, 4, 4, 3), 0.25, "float32")
+    np.testing.assert_allclose(np.asarray(l1_per_image(a, b)), [12.0, 12.0])
+
+
+def test_test_step_loss_is_recon_plus_beta_kl():
+    model = tiny_vae(beta=2.5)
+    logs = model.evaluate(blob_images(16, 32), batch_size=8, return_dict=True, verbose=0)
+    assert logs["kl"] > 0
+    assert logs["loss"] == pytest.approx(logs["recon"] + 2.5 * logs["kl"], rel=1e-5)
+
+
+def test_train_step_loss_is_recon_plus_beta_kl_without_warmup():
+    model = tiny_vae(beta=0.5)
+    history = model.fit(blob_images(16, 32), batch_size=8, epochs=1, verbose=0, shuffle=False).history
+    assert history["beta"][0] == pytest.approx(0.5)
+    assert history["loss"][0] == pytest.approx(history["recon"][0] + 0.5 * history["kl"][0], rel=1e-5)
+
+
+def test_kl_warmup_rises_linearly():
+    model = tiny_vae(beta=1.0, kl_warmup_steps=10)
+    model.optimizer.build(model.trainable_weights)
+    model.optimizer.iterations.assign(4)
+    assert float(model.current_beta()) == pytest.approx(0.5)
+    model.optimizer.iterations.assign(50)
+    assert float(model.current_beta()) == pytest.approx(1.0)
+
+
+def test_free_bits_raise_the_objective_when_kl_is_small():
+    images = blob_images(8, 32)
+    plain = tiny_vae().fit(images, batch_size=8, epochs=1, verbose=0, shuffle=False).history
+    floored = tiny_vae(free_bits=2.0).fit(images, batch_size=8, epochs=1, verbose=0, shuffle=False).history
+    # Same weights and batch: the KL term is floored at 2 nats x 8 dims = 16 nats.
+    assert plain["kl"][0] < 16
+    assert floored["loss"][0] == pytest.approx(floored["recon"][0] + 16.0, rel=1e-4)
+
+
+def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
+    model = tiny_vae()
+    images = blob_images(16, 32)
+    before = model.evaluate(images, batch_size=16, return_dict=True, verbose=0)["loss"]
+    model.fit(images, batch_size=16, epochs=30, verbose=0, shuffle=False)
+    after = model.evaluate(images, batch_size=16, return_dict=True, verbose=0)["loss"]
+    assert after < 0.8 * before
+
+
+def test_non_finite_steps_are_skipped_and_counted():
+    model = tiny_vae()
+    images = blob_images(16, 32).astype("float32") / 255.0
+    images[9, 0, 0, 0] = np.nan  # poisons the second of two batches
+    weights_before = [w.numpy() for w in model.trainable_weights]
+    history = model.fit(images, batch_size=8, epochs=1, verbose=0, shuffle=False).history
+    assert history["skipped_steps"][0] == 1
+    assert int(model.optimizer.iterations) == 1
+    assert np.isfinite(history["loss"][0])
+    assert all(np.isfinite(w.numpy()).all() for w in model.trainable_weights)
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(weights_before, model.trainable_weights))
+
+
+def test_sampling_layer_is_seeded_and_serialisable():
+    mean, log_var = np.zeros((4, 3), "float32"), np.full((4, 3), np.log(4.0), "float32")
+    a = np.asarray(Sampling(seed=7)([mean, log_var]))
+    b = np.asarray(Sampling(seed=7)([mean, log_var]))
+    np.testing.assert_array_equal(a, b)
+    assert 0.5 < a.std() < 4.0  # std 2 around 0
+    layer = Sampling.from_config(Sampling(seed=7, name="s").get_config())
+    assert layer.seed == 7 and layer.name == "s"
+
+
+def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
+    model = tiny_vae()
+    images = blob_images(8, 32)
+    model.fit(images, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    np.save(tmp_path / "x.npy", images)
+    np.save(tmp_path / "expected.npy", np.asarray(model.predict(images, verbose=0)))
+    code = (
+        "import sys, numpy as np, keras, vae\n"
+        f"m = keras.saving.load_model({str(path)!r})\n"
+        "assert type(m).__name__ == 'VAE' and m.latent_dim == 8 and m.image_size == 32\n"
+        "assert int(m.optimizer.iterations) == 2, int(m.optimizer.iterations)\n"
+        f"out = m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)\n"
+        f"np.testing.assert_array_equal(out, np.load({str(tmp_path / 'expected.npy')!r}))\n"
+        "print('identical')\n"
+    )
+    result = run_script("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert "identical" in result.stdout

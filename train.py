@@ -1,0 +1,19 @@
+"""Train the VAE on a folder of face images, or on built-in synthetic faces when --data is not given."""
+from vae.cli import make_parser, run
+from vae.config import add_config_flags, config_from_args
+
+
+def main(argv):
+    parser = make_parser(__doc__)
+    add_config_flags(parser)
+    parser.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+
+    from vae.training import train
+
+    train(cfg, overwrite=args.overwrite)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,97 @@
+"""Keras callbacks that act within an epoch: progress bar, step checkpoints, non-finite stop, time budget."""
+from __future__ import annotations
+
+import time
+
+import keras
+
+from vae.progress import progress_bar
+
+
+class EpochAware(keras.callbacks.Callback):
+    """Knows the epoch and the step within it, also when an epoch resumes part-way (one fit call per epoch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.first_step = 0
+        self.last_step = 0
+
+    def start_epoch(self, epoch: int, first_step: int) -> None:
+        self.epoch, self.first_step, self.last_step = epoch, first_step, first_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        # `batch` counts from 0 in each fit call; with steps_per_execution it is the last step run.
+        self.last_step = self.first_step + batch + 1
+        self.after_step(self.last_step, logs or {})
+
+    def after_step(self, step: int, logs: dict) -> None:
+        pass
+
+
+class EpochBar(EpochAware):
+    """One bar per epoch with live loss, recon and KL; nothing when stdout is not a terminal."""
+
+    def __init__(self, steps_per_epoch: int, num_epochs: int):
+        super().__init__()
+        self.steps_per_epoch, self.num_epochs = steps_per_epoch, num_epochs
+        self.bar = None
+
+    def start_epoch(self, epoch, first_step):
+        super().start_epoch(epoch, first_step)
+        self.bar = progress_bar(self.steps_per_epoch, f"epoch {epoch + 1}/{self.num_epochs}", unit="step")
+        self.bar.update(first_step)
+
+    def after_step(self, step, logs):
+        if not self.bar.disable:
+            self.bar.set_postfix({k: f"{float(logs[k]):.4g}" for k in ("loss", "recon", "kl")}, refresh=False)
+            self.bar.update(step - self.bar.n)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.close()
+
+
+class StepCheckpoint(EpochAware):
+    """Calls save(epoch, step) every `every` steps counted over the whole run (0: never)."""
+
+    def __init__(self, every: int, steps_per_epoch: int, save):
+        super().__init__()
+        self.every, self.steps_per_epoch, self.save = every, steps_per_epoch, save
+
+    def after_step(self, step, logs):
+        if not self.every or step >= self.steps_per_epoch:  # the epoch's end is checkpointed anyway
+            return
+        done = self.epoch * self.steps_per_epoch + step
+        if done // self.every > (done - self._stride()) // self.every:
+            self.save(self.epoch, step)
+
+    def _stride(self) -> int:
+        return max(int(getattr(self.model, "steps_per_execution", 1) or 1), 1)
+
+
+class NonFiniteStop(EpochAware):
+    """Stops training after `patience` consecutive steps skipped for a NaN or Inf loss or gradient."""
+
+    def __init__(self, patience: int):
+        super().__init__()
+        self.patience = patience
+        self.tripped_at = None  # (epoch, step) when it stopped training
+
+    def after_step(self, step, logs):
+        if int(logs.get("consecutive_skips", 0)) >= self.patience:
+            self.tripped_at = (self.epoch, step)
+            self.model.stop_training = True
+
+
+class TimeBudget(EpochAware):
+    """Stops training after the step in progress once `minutes` of wall time have passed since `started`."""
+
+    def __init__(self, minutes: float, started: float):
+        super().__init__()
+        self.deadline = started + minutes * 60.0 if minutes else None
+        self.spent = False
+
+    def after_step(self, step, logs):
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.spent = True
+            self.model.stop_training = True

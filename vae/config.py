@@ -1,0 +1,141 @@
+"""The one configuration shared by every script, saved as config.json in each run folder."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vae.errors import UserError
+
+
+def _opt(default, help, runtime=False, choices=None):
+    """A field whose `help` becomes the flag's help; `runtime` fields may change when a run resumes."""
+    return field(default=default, metadata={"help": help, "runtime": runtime, "choices": choices})
+
+
+@dataclass
+class Config:
+    # Data.
+    data: str | None = _opt(None, "folder of face images, searched recursively; default: built-in synthetic faces")
+    image_size: int = _opt(64, "side of the square images the model sees, a power of two from 16 to 256")
+    val_split: float = _opt(0.05, "fraction of files held out for validation, chosen by hashing file names")
+    flip: bool = _opt(True, "random horizontal flips of training images")
+    synthetic_num: int = _opt(6000, "number of synthetic faces rendered when --data is not given")
+    # Model.
+    latent_dim: int = _opt(128, "dimension of the latent space")
+    width: int = _opt(32, "channels of the first encoder convolution; doubled at each halving, up to 8x")
+    beta: float = _opt(1.0, "weight of the KL term against the L1 reconstruction term")
+    kl_warmup_epochs: float = _opt(1.0, "epochs over which the KL weight rises linearly from 0 to beta (0: none)")
+    free_bits: float = _opt(0.0, "nats per latent dimension below which KL is not penalised, against posterior collapse")
+    # Optimisation.
+    num_epochs: int = _opt(20, "number of passes over the training images")
+    batch_size: int = _opt(64, "images per training step (global, over all replicas)")
+    learning_rate: float = _opt(1e-3, "peak learning rate of Adam; may be changed when resuming", runtime=True)
+    lr_schedule: str = _opt("constant", "learning rate after warm-up: constant, or cosine decay to 0", choices=["constant", "cosine"])
+    lr_warmup_steps: int = _opt(200, "steps of linear learning-rate warm-up from zero, which keeps high rates stable")
+    clipnorm: float = _opt(0.0, "clip each step's gradient to this global norm; 0 turns clipping off")
+    seed: int = _opt(0, "seed of weights, data order, flips and sampling noise")
+    max_bad_steps: int = _opt(20, "stop after this many consecutive steps with a NaN or Inf loss or gradient (each is skipped)")
+    early_stopping: int = _opt(0, "stop when validation loss has not improved for this many epochs (0: never)")
+    # Run.
+    out: str = _opt("runs/default", "run folder: config, models, sample grids, history", runtime=True)
+    save_every_steps: int = _opt(500, "also checkpoint every this many steps within an epoch (0: only at epoch ends)", runtime=True)
+    max_minutes: float = _opt(0.0, "stop cleanly after this many minutes of training, then validate and save (0: no limit)", runtime=True)
+    strategy: str = _opt("auto", "tf.distribute strategy: auto (mirrored if several GPUs), default, mirrored, multiworker", runtime=True, choices=["auto", "default", "mirrored", "multiworker"])
+
+    def validate(self) -> "Config":
+        """Raise UserError naming the first setting that cannot work."""
+        size = self.image_size
+        if size < 16 or size > 256 or size & (size - 1):
+            raise UserError(f"--image_size {size} is not a power of two from 16 to 256 (try 64)")
+        positive = ["latent_dim", "width", "num_epochs", "batch_size", "synthetic_num", "max_bad_steps"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")
+        if not 0 < self.val_split < 1:
+            raise UserError(f"--val_split must be between 0 and 1 (exclusive), got {self.val_split}")
+        for name in ["beta", "clipnorm", "lr_warmup_steps", "kl_warmup_epochs", "free_bits", "early_stopping",
+                     "save_every_steps", "max_minutes"]:
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name} cannot be negative, got {getattr(self, name)}")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def save(self, path: Path) -> None:
+        from vae.files import write_text_atomic
+
+        write_text_atomic(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Config":
+        """Read config.json; keys this version does not know are ignored, missing ones get defaults."""
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read {path}: {e}") from e
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def changed_settings(self, other: "Config") -> list[str]:
+        """Names of non-runtime settings that differ from `other` (those a resumed run must keep)."""
+        return [
+            f.name
+            for f in dataclasses.fields(self)
+            if not f.metadata["runtime"] and getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+
+def _help(f: dataclasses.Field) -> str:
+    """A field's help; a flag that turns a default-on setting off says so."""
+    negative = f.type in ("bool", bool) and f.default
+    return "turn off " + f.metadata["help"] if negative else f.metadata["help"]
+
+
+def add_config_flags(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
+    """Add one flag per Config field (or the named ones), with help= from the field."""
+    for f in dataclasses.fields(Config):
+        if names is not None and f.name not in names:
+            continue
+        if f.type in ("bool", bool):
+            if f.default:
+                parser.add_argument(f"--no_{f.name}", dest=f.name, action="store_false", help=_help(f))
+            else:
+                parser.add_argument(f"--{f.name}", action="store_true", help=f.metadata["help"])
+            continue
+        kind = {"int": int, "float": float}.get(f.type, str)
+        default_text = "" if f.default is None else f" (default: {f.default})"
+        parser.add_argument(
+            f"--{f.name}",
+            type=kind,
+            default=f.default,
+            choices=f.metadata["choices"],
+            metavar=f.name.upper() if f.metadata["choices"] is None else None,
+            help=f.metadata["help"] + default_text,
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """A validated Config from parsed flags; fields without a flag keep their defaults."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in vars(args).items() if k in known}).validate()
+
+
+def flags_markdown() -> str:
+    """The flag table for README.md (`python -m vae.config` prints it)."""
+    rows = ["| flag | default | what |", "|---|---|---|"]
+    for f in dataclasses.fields(Config):
+        is_bool = f.type in ("bool", bool)
+        flag = f"--no_{f.name}" if is_bool and f.default else f"--{f.name}"
+        default = "off" if is_bool else ("synthetic faces" if f.default is None else f"`{f.default}`")
+        rows.append(f"| `{flag}` | {default} | {_help(f)} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(flags_markdown())

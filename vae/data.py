@@ -1,0 +1,185 @@
+"""Face images from a folder: find, decode once into a uint8 cache, split, and stream with tf.data."""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageOps
+
+from vae.errors import UserError
+from vae.progress import progress_bar
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+DECODE_CHUNK = 1024  # images decoded between two writes into the cache
+
+
+def find_images(folder: Path | str) -> list[Path]:
+    """Image files under `folder`, recursively, sorted; symlinked folders are followed once (no loops)."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"--data {folder} does not exist; pass a folder of face images")
+    if not folder.is_dir():
+        raise UserError(f"--data {folder} is a file, not a folder; pass the folder that holds the images")
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        found += [Path(root) / f for f in sorted(files) if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+    return found
+
+
+def load_image(path: Path | str, size: int) -> np.ndarray:
+    """One image as (size, size, 3) uint8 RGB: orientation from EXIF, alpha over white, center crop, resize.
+
+    Raises on anything PIL cannot read. Images far smaller than `size` are refused (ValueError):
+    upscaled 4x or more they would only teach the model blur.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            if min(img.size) * 2 < size:
+                raise ValueError(f"{img.size[0]}x{img.size[1]} is below half the model's {size}px")
+            img.draft("RGB", (size, size))  # JPEG only: decode at reduced scale, so huge files stay cheap
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    img = img.crop((left, top, left + side, top + side))
+    if side != size:
+        img = img.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode to RGB: transparency composited over white, 16-bit scaled down to 8-bit."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        depth = 65535.0 if img.mode.startswith("I;16") or np.asarray(img).max() > 255 else 255.0
+        img = Image.fromarray((np.asarray(img, dtype=np.float32) * (255.0 / depth)).round().astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def is_validation(name: str, val_split: float) -> bool:
+    """Whether a file belongs to the validation split: a hash of its relative path, so adding files never moves others."""
+    return _hash(name) / 2**64 < val_split
+
+
+@dataclass
+class FaceSet:
+    """Decoded faces in one uint8 variable on the CPU, with their names and what was skipped."""
+
+    names: list[str]  # path of each usable image relative to the folder, in cache order
+    images: tf.Variable  # (capacity, size, size, 3) uint8; rows past len(names) are unused
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+
+    def __len__(self):
+        return len(self.names)
+
+    def split(self, val_split: float) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of training and validation images; at least one of each when there are two images."""
+        val = np.array([is_validation(n, val_split) for n in self.names], dtype=bool)
+        if len(self) >= 2 and not val.any():
+            val[int(np.argmin([_hash(n) for n in self.names]))] = True
+        if len(self) >= 2 and val.all():
+            val[int(np.argmax([_hash(n) for n in self.names]))] = False
+        return np.flatnonzero(~val), np.flatnonzero(val)
+
+    def numpy(self, indices) -> np.ndarray:
+        return tf.gather(self.images, np.asarray(indices, dtype=np.int64)).numpy()
+
+
+def _hash(name: str) -> int:
+    """A stable 64-bit hash of a file name (Python's hash() changes between runs)."""
+    return int.from_bytes(hashlib.sha1(name.encode("utf-8", errors="surrogateescape")).digest()[:8], "big")
+
+
+def load_faces(folder: Path | str, size: int, workers: int | None = None, progress: bool = True) -> FaceSet:
+    """Decode every image under `folder` once, in parallel threads (PIL decodes outside the GIL).
+
+    Files that cannot be used are skipped and listed; none usable is an error.
+    """
+    folder = Path(folder)
+    paths = find_images(folder)
+    if not paths:
+        raise UserError(f"no images (jpg, jpeg, png, bmp, gif, webp) found under {folder}")
+    with tf.device("/cpu:0"):
+        # Filled chunk by chunk with scatter updates: never a second full-size copy in memory.
+        images = tf.Variable(lambda: tf.zeros((len(paths), size, size, 3), tf.uint8), trainable=False)
+    names, skipped = [], []
+
+    def decode(path):
+        try:
+            return load_image(path, size), None
+        except Exception as e:  # noqa: BLE001 - any unreadable file is skipped and reported, not fatal
+            return None, f"{type(e).__name__}: {e}".splitlines()[0]
+
+    workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(workers) as pool, progress_bar(len(paths), "decoding images", progress) as bar:
+        for start in range(0, len(paths), DECODE_CHUNK):
+            chunk = paths[start : start + DECODE_CHUNK]
+            good = []
+            for path, (pixels, error) in zip(chunk, pool.map(decode, chunk)):
+                name = path.relative_to(folder).as_posix()
+                if error is None:
+                    good.append(pixels)
+                    names.append(name)
+                else:
+                    skipped.append((name, error))
+            if good:
+                rows = tf.range(len(names) - len(good), len(names), dtype=tf.int64)
+                images.scatter_update(tf.IndexedSlices(np.stack(good), rows))
+            bar.update(len(chunk))
+    if not names:
+        raise UserError(f"none of the {len(paths)} image files under {folder} could be read (first: {skipped[0][1]})")
+    return FaceSet(names, images, skipped)
+
+
+def epoch_order(num: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shuffled order and the flip of each image in one epoch: a pure function of (seed, epoch), so a resumed run replays it."""
+    rng = np.random.default_rng([seed, epoch])
+    return rng.permutation(num), rng.random(num) < 0.5
+
+
+def train_batches(
+    faces: FaceSet, indices, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, flip: bool = True
+) -> tf.data.Dataset:
+    """One epoch of full uint8 batches in this epoch's order, starting after `skip_batches` batches."""
+    order, flips = epoch_order(len(indices), seed, epoch)
+    start = skip_batches * batch_size
+    rows = np.asarray(indices, dtype=np.int64)[order][start:]
+    flips = (flips & flip)[start:]
+    images = faces.images
+
+    def gather(rows, flips):
+        batch = tf.gather(images, rows)
+        return tf.where(flips[:, None, None, None], tf.reverse(batch, axis=[2]), batch)
+
+    ds = tf.data.Dataset.from_tensor_slices((rows, flips)).batch(batch_size, drop_remainder=True)
+    return _finish(ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+
+def eval_batches(faces: FaceSet, indices, batch_size: int) -> tf.data.Dataset:
+    """All images at `indices`, in order, as uint8 batches (the last one may be smaller)."""
+    images = faces.images
+    ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64)).batch(batch_size)
+    return _finish(ds.map(lambda rows: tf.gather(images, rows), num_parallel_calls=tf.data.AUTOTUNE))
+
+
+def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    # Batches are built from an index list, not files: under tf.distribute, split by data, never by file.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

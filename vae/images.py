@@ -1,0 +1,50 @@
+"""Image grids and PNG files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vae.files import atomic_path
+
+
+def to_uint8(images) -> np.ndarray:
+    """Float images in [0, 1] (or uint8) to uint8."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    return (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def make_grid(images, cols: int, gap: int = 2) -> np.ndarray:
+    """Tile (n, h, w, 3) images into rows of `cols`, with white gaps; a short last row is padded white."""
+    images = to_uint8(images)
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    grid = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        grid[gap + r * (h + gap) : gap + r * (h + gap) + h, gap + k * (w + gap) : gap + k * (w + gap) + w] = img
+    return grid
+
+
+def pairs_grid(originals, reconstructions, cols: int = 8) -> np.ndarray:
+    """Rows of originals, each over the row of their reconstructions."""
+    originals, reconstructions = to_uint8(originals), to_uint8(reconstructions)
+    rows = []
+    for start in range(0, len(originals), cols):
+        rows += [originals[start : start + cols], reconstructions[start : start + cols]]
+    pad = [np.concatenate([r, np.full((cols - len(r), *r.shape[1:]), 255, np.uint8)]) for r in rows]
+    return make_grid(np.concatenate(pad), cols)
+
+
+def save_png(array, path: Path | str, min_side: int = 0) -> Path:
+    """Write a uint8 image atomically; small images are enlarged (nearest) to `min_side` so they can be seen."""
+    img = Image.fromarray(to_uint8(array))
+    if min_side and max(img.size) < min_side:
+        factor = -(-min_side // max(img.size))
+        img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)

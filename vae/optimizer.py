@@ -1,0 +1,74 @@
+"""Adam with a learning-rate schedule, wrapped so that steps with non-finite gradients are skipped and counted."""
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="vae")
+class SkipNonFinite(keras.optimizers.LossScaleOptimizer):
+    """Skips any step whose gradients hold a NaN or Inf, and counts skipped and consecutive skipped steps.
+
+    Built on LossScaleOptimizer, which already skips such steps correctly under every tf.distribute
+    strategy. The loss is scaled only when `loss_scaling` is on (float16); otherwise the scale stays 1.
+    """
+
+    def __init__(self, inner_optimizer, loss_scaling=False, **kwargs):
+        kwargs.setdefault("initial_scale", 2.0**15 if loss_scaling else 1.0)
+        super().__init__(inner_optimizer, **kwargs)
+        self.loss_scaling = loss_scaling
+
+    def build(self, var_list):
+        super().build(var_list)
+        counter = dict(shape=(), dtype="int", initializer="zeros", aggregation="only_first_replica")
+        self.skipped_steps = self.add_variable(name="skipped_steps", **counter)
+        self.consecutive_skips = self.add_variable(name="consecutive_skips", **counter)
+
+    def _stateful_handle_finite_grads(self, grads, trainable_variables):
+        self.consecutive_skips.assign(0)
+        if self.loss_scaling:
+            super()._stateful_handle_finite_grads(grads, trainable_variables)
+        else:
+            self.inner_optimizer.apply(grads, trainable_variables=trainable_variables)
+
+    def _stateful_handle_non_finite_grads(self):
+        self.skipped_steps.assign_add(1)
+        self.consecutive_skips.assign_add(1)
+        if self.loss_scaling:
+            super()._stateful_handle_non_finite_grads()
+
+    def get_config(self):
+        return {**super().get_config(), "loss_scaling": self.loss_scaling}
+
+
+def make_optimizer(learning_rate, total_steps, warmup_steps, schedule="constant", clipnorm=0.0, loss_scaling=False):
+    """Adam whose rate rises linearly from 0 over `warmup_steps`, then stays (constant) or decays (cosine)."""
+    warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+    rate = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        warmup_target=learning_rate,
+        warmup_steps=warmup_steps,
+        decay_steps=max(total_steps - warmup_steps, 1),
+        alpha={"constant": 1.0, "cosine": 0.0}[schedule],
+    )
+    adam = keras.optimizers.Adam(rate, global_clipnorm=clipnorm or None)
+    return SkipNonFinite(adam, loss_scaling=loss_scaling)
+
+
+def current_learning_rate(optimizer) -> float:
+    rate = optimizer.learning_rate
+    return float(ops.convert_to_numpy(rate(optimizer.iterations) if callable(rate) else rate))
+
+
+def agree_on_finite(loss, grads):
+    """Make the step's gradients non-finite on every replica when any replica's loss or gradients are.
+
+    SkipNonFinite decides from the first replica's gradients; poisoning one tensor everywhere makes
+    all replicas (and all workers) take the same branch, so no collective is left waiting.
+    Returns (grads, finite).
+    """
+    import tensorflow as tf
+
+    local_ok = ops.all(ops.stack([ops.all(ops.isfinite(loss))] + [ops.all(ops.isfinite(g)) for g in grads]))
+    bad = tf.distribute.get_replica_context().all_reduce("SUM", 1.0 - ops.cast(local_ok, "float32"))
+    finite = ops.equal(bad, 0.0)
+    poison = ops.where(finite, 0.0, float("nan"))
+    return [grads[0] + ops.cast(poison, grads[0].dtype)] + list(grads[1:]), finite

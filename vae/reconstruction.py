@@ -1,0 +1,74 @@
+"""Reconstructing a folder of images: PNG per image, a comparison grid, and per-image L1, PSNR and SSIM."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from vae.data import load_faces
+from vae.errors import UserError
+from vae.files import write_text_atomic
+from vae.images import pairs_grid, save_png, to_uint8
+from vae.progress import progress_bar
+
+RESERVED = {"comparison.png", "metrics.csv"}
+GRID_IMAGES = 32
+
+
+def image_metrics(originals: np.ndarray, reconstructions: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image mean absolute error on [0, 1], PSNR (dB) and SSIM, from uint8 images."""
+    a = tf.convert_to_tensor(originals, tf.float32) / 255.0
+    b = tf.convert_to_tensor(reconstructions, tf.float32) / 255.0
+    return {
+        "l1": tf.reduce_mean(tf.abs(a - b), axis=[1, 2, 3]).numpy(),
+        "psnr": tf.image.psnr(a, b, max_val=1.0).numpy(),
+        "ssim": tf.image.ssim(a, b, max_val=1.0).numpy(),
+    }
+
+
+def output_names(names: list[str]) -> list[str]:
+    """Each input's relative path with a .png suffix; clashes (a.jpg, a.png) and reserved names keep the old suffix."""
+    wanted = [str(Path(n).with_suffix(".png")) for n in names]
+    counts = {w: wanted.count(w) for w in wanted}
+    return [n + ".png" if counts[w] > 1 or w in RESERVED else w for n, w in zip(names, wanted)]
+
+
+def check_output(input_dir: Path, output_dir: Path) -> None:
+    inp, out = input_dir.resolve(), output_dir.resolve()
+    if out == inp or inp in out.parents:
+        raise UserError(f"--output {output_dir} is inside --input {input_dir}; choose a folder outside it, the input is never written")
+
+
+def reconstruct_folder(model, input_dir, output_dir, batch_size: int = 128, progress: bool = True) -> dict:
+    """Write a reconstruction of every image under input_dir into output_dir; return mean metrics and counts."""
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise UserError(f"--input {input_dir} is not a folder")
+    check_output(input_dir, output_dir)
+    faces = load_faces(input_dir, model.image_size, progress=progress)
+    outs = output_names(faces.names)
+    rows, grid_pairs = [], ([], [])
+    with progress_bar(len(faces), "reconstructing", progress) as bar:
+        for start in range(0, len(faces), batch_size):
+            originals = faces.numpy(range(start, min(start + batch_size, len(faces))))
+            recon = to_uint8(model.predict(originals, batch_size=batch_size, verbose=0))
+            metrics = image_metrics(originals, recon)
+            for i, image in enumerate(recon):
+                save_png(image, output_dir / outs[start + i])
+                rows.append({"file": faces.names[start + i], "output": outs[start + i],
+                             **{k: round(float(v[i]), 5) for k, v in metrics.items()}})
+            room = GRID_IMAGES - len(grid_pairs[0])
+            grid_pairs[0].extend(originals[:room])
+            grid_pairs[1].extend(recon[:room])
+            bar.update(len(originals))
+    save_png(pairs_grid(np.array(grid_pairs[0]), np.array(grid_pairs[1])), output_dir / "comparison.png", min_side=256)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, ["file", "output", "l1", "psnr", "ssim"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(output_dir / "metrics.csv", buffer.getvalue())
+    means = {k: float(np.mean([r[k] for r in rows])) for k in ("l1", "psnr", "ssim")}
+    return {"images": len(rows), "skipped": faces.skipped, **means}
