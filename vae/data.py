@@ -106,13 +106,15 @@ def _hash(name: str) -> int:
     return int.from_bytes(hashlib.sha1(name.encode("utf-8", errors="surrogateescape")).digest()[:8], "big")
 
 
-def load_faces(folder: Path | str, size: int, workers: int | None = None, progress: bool = True) -> FaceSet:
-    """Decode every image under `folder` once, in parallel threads (PIL decodes outside the GIL).
+def load_faces(
+    folder: Path | str, size: int, workers: int | None = None, progress: bool = True, names: list[str] | None = None
+) -> FaceSet:
+    """Decode every image under `folder` (or only `names`, paths relative to it) once, in parallel threads.
 
-    Files that cannot be used are skipped and listed; none usable is an error.
+    PIL decodes outside the GIL. Files that cannot be used are skipped and listed; none usable is an error.
     """
     folder = Path(folder)
-    paths = find_images(folder)
+    paths = find_images(folder) if names is None else [folder / n for n in names if (folder / n).is_file()]
     if not paths:
         raise UserError(f"no images (jpg, jpeg, png, bmp, gif, webp) found under {folder}")
     with tf.device("/cpu:0"):
