@@ -61,6 +61,8 @@ class StepCheckpoint(EpochAware):
     def after_step(self, step, logs):
         if not self.every or step >= self.steps_per_epoch:  # the epoch's end is checkpointed anyway
             return
+        if int(logs.get("consecutive_skips", 0)):  # never checkpoint while steps are going non-finite
+            return
         done = self.epoch * self.steps_per_epoch + step
         if done // self.every > (done - self._stride()) // self.every:
             self.save(self.epoch, step)

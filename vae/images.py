@@ -14,7 +14,8 @@ def to_uint8(images) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype == np.uint8:
         return images
-    return (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    # NaN (from a diverged model) shows as black rather than as undefined bytes.
+    return (np.clip(np.nan_to_num(images, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def make_grid(images, cols: int, gap: int = 2) -> np.ndarray:

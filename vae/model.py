@@ -89,6 +89,13 @@ class VAE(keras.Model):
         z_mean, _ = self.encoder(to_unit_float(images), training=training)
         return self.decoder(z_mean, training=training)
 
+    def deterministic_loss(self, images):
+        """Mean over images of L1 + beta * KL, reconstructing from the posterior mean (no sampling, no metrics)."""
+        images = to_unit_float(images)
+        z_mean, z_log_var = self.encoder(images, training=False)
+        recon = l1_per_image(images, self.decoder(z_mean, training=False))
+        return ops.mean(recon + self.beta * ops.sum(kl_per_dim(z_mean, z_log_var), axis=1))
+
     def current_beta(self):
         """beta, scaled by the KL warm-up's progress over optimizer steps."""
         if not self.kl_warmup_steps:

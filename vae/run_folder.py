@@ -60,6 +60,7 @@ class RunFolder:
                     "rerun with the same settings to resume, pass --overwrite to start over, or choose another --out"
                 )
             if state is not None:
+                cfg.save(self.config)  # runtime settings, such as the learning rate, may have changed
                 return state
         elif self.path.exists() and any(self.path.iterdir()):
             raise UserError(f"--out {self.path} exists and is not a run folder; choose another --out")

@@ -1,4 +1,4 @@
-"""The training run: data, model, one fit call per epoch, and everything written after each."""
+"""The training run: data, model, one fit call per epoch, checkpoints, and everything written after each epoch."""
 from __future__ import annotations
 
 import json
@@ -18,11 +18,14 @@ from vae.files import atomic_path, write_text_atomic
 from vae.images import make_grid, pairs_grid, save_png
 from vae.model import VAE
 from vae.optimizer import current_learning_rate, make_optimizer
+from vae.plots import plot_history
 from vae.run_folder import RunFolder
+from vae.tensorboard import TensorBoardLog
 
 SYNTHETIC_DIR = Path(__file__).resolve().parent.parent / "data" / "synthetic"
 GRID_SIZE = 64  # faces in each per-epoch sample grid
-RECON_SIZE = 32  # validation faces in each per-epoch reconstruction grid
+PROBE_SIZE = 32  # fixed validation faces: the reconstruction grid, and the health check before each checkpoint
+BLOWUP = 10.0  # a loss this many times the untrained model's means the weights blew up, finite or not
 
 
 def say(text: str) -> None:
@@ -31,91 +34,142 @@ def say(text: str) -> None:
 
 def train(cfg: Config, overwrite: bool = False) -> RunFolder:
     """Train (or resume) the run in cfg.out; return its folder."""
-    started = time.monotonic()
-    run = RunFolder(cfg.out)
-    state = run.start(cfg, overwrite)
-    if state is not None:
-        say(f"resuming from epoch {state['epoch'] + 1}, step {state['step']}")
-    faces = load_training_faces(cfg, run)
-    train_idx, val_idx = faces.split(cfg.val_split)
-    write_text_atomic(run.split, json.dumps({"val_split": cfg.val_split, "validation": [faces.names[i] for i in val_idx]}, indent=0))
-    if len(train_idx) < cfg.batch_size:
-        raise UserError(f"only {len(train_idx)} training images, fewer than --batch_size {cfg.batch_size}; lower --batch_size")
-    steps = len(train_idx) // cfg.batch_size
-    say(f"{len(train_idx)} training and {len(val_idx)} validation images, {steps} steps per epoch")
-
-    model = build_model(cfg, steps)
-    if state is not None and state.get("checkpoint"):
-        model.load_weights(run.path / state["checkpoint"])
-    state = state or {"epoch": 0, "step": 0, "history": [], "best_val_loss": None}
-
-    fixed_z = np.random.default_rng(cfg.seed).standard_normal((GRID_SIZE, cfg.latent_dim)).astype("float32")
-    fixed_val = faces.numpy(val_idx[:RECON_SIZE])
-    val_ds = data_lib.eval_batches(faces, val_idx, cfg.batch_size)
-
-    def checkpoint(epoch, step):
-        run.save_checkpoint(model, {**state, "epoch": epoch, "step": step})
-
-    bar = EpochBar(steps, cfg.num_epochs)
-    nonfinite = NonFiniteStop(cfg.max_bad_steps)
-    budget = TimeBudget(cfg.max_minutes, started)
-    callbacks = [bar, StepCheckpoint(cfg.save_every_steps, steps, checkpoint), nonfinite, budget]
-
-    for epoch in range(state["epoch"], cfg.num_epochs):
-        first_step = state["step"]
-        for cb in callbacks:
-            cb.start_epoch(epoch, first_step)
-        t0 = time.perf_counter()
-        ds = data_lib.train_batches(faces, train_idx, cfg.batch_size, cfg.seed, epoch, first_step, cfg.flip)
-        fit = model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, verbose=0, callbacks=callbacks, shuffle=False)
-        seconds = time.perf_counter() - t0
-        if nonfinite.tripped_at is not None:
-            raise UserError(diverged_message(cfg, run, model, state, nonfinite.tripped_at))
-
-        done = bar.last_step
-        train_logs = {k: v[-1] for k, v in fit.history.items() if k != "consecutive_skips"}
-        val_logs = model.evaluate(val_ds, return_dict=True, verbose=0)
-        row = {
-            "epoch": epoch + 1,
-            "steps": done,
-            **{k: float(v) for k, v in train_logs.items()},
-            **{f"val_{k}": float(v) for k, v in val_logs.items()},
-            "learning_rate": current_learning_rate(model.optimizer),
-            "seconds": round(seconds, 2),
-            "images_per_second": round((done - first_step) * cfg.batch_size / seconds, 1),
-        }
-        state["history"].append(row)
-        write_epoch_outputs(run, model, state["history"], fixed_z, fixed_val)
-        if state["best_val_loss"] is None or row["val_loss"] < state["best_val_loss"]:
-            state["best_val_loss"] = row["val_loss"]
-            save_model(model, run.best_model)
-        save_model(model, run.last_model)
-
-        finished = finish_reason(cfg, state["history"], epoch, budget.spent)
-        state.update(epoch=epoch + 1, step=0, finished=finished)
-        run.save_checkpoint(model, state)
-        say(epoch_line(row, cfg.num_epochs))
-        if finished:
-            break
-    say(f"done: {state['finished']}; best validation loss {state['best_val_loss']:.2f}; models in {run.path}")
-    return run
+    return Trainer(cfg, overwrite).run()
 
 
-def load_training_faces(cfg: Config, run: RunFolder) -> data_lib.FaceSet:
+class Trainer:
+    def __init__(self, cfg: Config, overwrite: bool):
+        self.started = time.monotonic()
+        self.cfg = cfg
+        self.folder = RunFolder(cfg.out)
+        resumed = self.folder.start(cfg, overwrite)
+        if resumed is not None:
+            say(f"resuming from epoch {resumed['epoch'] + 1}, step {resumed['step']}")
+        self.faces = load_training_faces(cfg, self.folder)
+        self.train_idx, self.val_idx = self.faces.split(cfg.val_split)
+        names = [self.faces.names[i] for i in self.val_idx]
+        write_text_atomic(self.folder.split, json.dumps({"val_split": cfg.val_split, "validation": names}, indent=0))
+        if len(self.train_idx) < cfg.batch_size:
+            raise UserError(f"only {len(self.train_idx)} training images, fewer than --batch_size {cfg.batch_size}; lower --batch_size")
+        self.steps = len(self.train_idx) // cfg.batch_size
+        say(f"{len(self.train_idx)} training and {len(self.val_idx)} validation images, {self.steps} steps per epoch")
+
+        self.model = build_model(cfg, self.steps)
+        self.fixed_z = np.random.default_rng(cfg.seed).standard_normal((GRID_SIZE, cfg.latent_dim)).astype("float32")
+        self.probe = self.faces.numpy(self.val_idx[:PROBE_SIZE])
+        if resumed is None:
+            # The untrained model is the first good state: a run that diverges at once still leaves
+            # a checkpoint and a loadable model behind.
+            self.state = {"epoch": 0, "step": 0, "history": [], "best_val_loss": None,
+                          "untrained_probe_loss": self.probe_loss()}
+            self.folder.save_checkpoint(self.model, self.state)
+        else:
+            self.state = resumed
+            self.model.load_weights(self.folder.path / resumed["checkpoint"])
+        self.blowup = None  # what went wrong, once training is found diverged
+
+    def run(self) -> RunFolder:
+        cfg, state = self.cfg, self.state
+        tensorboard = TensorBoardLog(self.folder.logs)
+        bar = EpochBar(self.steps, cfg.num_epochs)
+        nonfinite = NonFiniteStop(cfg.max_bad_steps)
+        budget = TimeBudget(cfg.max_minutes, self.started)
+        callbacks = [bar, StepCheckpoint(cfg.save_every_steps, self.steps, self.checkpoint), nonfinite, budget]
+        val_ds = data_lib.eval_batches(self.faces, self.val_idx, cfg.batch_size)
+
+        for epoch in range(state["epoch"], cfg.num_epochs):
+            first_step = state["step"]
+            for cb in callbacks:
+                cb.start_epoch(epoch, first_step)
+            t0 = time.perf_counter()
+            ds = data_lib.train_batches(self.faces, self.train_idx, cfg.batch_size, cfg.seed, epoch, first_step, cfg.flip)
+            fit = self.model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, verbose=0, callbacks=callbacks, shuffle=False)
+            seconds = time.perf_counter() - t0
+            if nonfinite.tripped_at is not None:
+                at_epoch, at_step = nonfinite.tripped_at
+                self.blowup = (f"training stopped at epoch {at_epoch + 1}, step {at_step}: {cfg.max_bad_steps} consecutive "
+                               "steps had a NaN or Inf loss or gradient (each was skipped)")
+            if self.blowup:
+                raise UserError(self.diverged())
+
+            val_logs = self.model.evaluate(val_ds, return_dict=True, verbose=0)
+            if not self.healthy(val_logs["loss"]):
+                self.blowup = f"training stopped after epoch {epoch + 1}: the validation loss is {val_logs['loss']:.4g}"
+                raise UserError(self.diverged())
+            row = {
+                "epoch": epoch + 1,
+                "steps": bar.last_step,
+                **{k: float(v[-1]) for k, v in fit.history.items() if k != "consecutive_skips"},
+                **{f"val_{k}": float(v) for k, v in val_logs.items()},
+                "learning_rate": current_learning_rate(self.model.optimizer),
+                "seconds": round(seconds, 2),
+                "images_per_second": round((bar.last_step - first_step) * cfg.batch_size / seconds, 1),
+            }
+            state["history"].append(row)
+            if state["best_val_loss"] is None or row["val_loss"] < state["best_val_loss"]:
+                state["best_val_loss"] = row["val_loss"]
+                save_model(self.model, self.folder.best_model)
+            save_model(self.model, self.folder.last_model)
+            state.update(epoch=epoch + 1, step=0, finished=finish_reason(cfg, state["history"], epoch, budget.spent))
+            self.folder.save_checkpoint(self.model, state)
+
+            grids = epoch_grids(self.model, self.fixed_z, self.probe)
+            for name, grid in grids.items():
+                save_png(grid, self.folder.path / name / f"epoch_{epoch + 1:03d}.png", min_side=256)
+            tensorboard.epoch(row, grids)
+            self.folder.write_history(state["history"])
+            plot_history(state["history"], self.folder.loss_curve)
+            say(epoch_line(row, cfg.num_epochs))
+            if state["finished"]:
+                break
+        say(f"done: {state['finished']}; best validation loss {state['best_val_loss']:.2f}; models in {self.folder.path}")
+        return self.folder
+
+    def probe_loss(self) -> float:
+        """Loss of the fixed validation faces through the posterior means: cheap, deterministic, no metric side effects."""
+        return float(keras.ops.convert_to_numpy(self.model.deterministic_loss(self.probe)))
+
+    def healthy(self, loss: float) -> bool:
+        return math.isfinite(loss) and loss < BLOWUP * self.state["untrained_probe_loss"]
+
+    def checkpoint(self, epoch: int, step: int) -> None:
+        """A mid-epoch checkpoint, only of weights that pass the health check; otherwise stop as diverged."""
+        loss = self.probe_loss()
+        if not self.healthy(loss):
+            self.blowup = f"training stopped at epoch {epoch + 1}, step {step}: the loss of {len(self.probe)} validation faces is {loss:.4g}"
+            self.model.stop_training = True
+            return
+        self.folder.save_checkpoint(self.model, {**self.state, "epoch": epoch, "step": step})
+
+    def diverged(self) -> str:
+        """The message for a run that blew up; the last checkpoint (healthy by construction) stays as it is."""
+        saved = self.folder.read_state()
+        lr = self.cfg.learning_rate
+        if not self.folder.last_model.exists():
+            self.model.load_weights(self.folder.path / saved["checkpoint"])
+            save_model(self.model, self.folder.last_model)
+        return (
+            f"{self.blowup}; the learning rate {lr:g} is likely too high. The last good checkpoint "
+            f"({saved['checkpoint']}: epoch {saved['epoch'] + 1}, step {saved['step']}) is intact and "
+            f"{self.folder.last_model} loads: rerun with --learning_rate {1e-3 if lr > 1e-3 else lr / 10:g} to resume from it"
+        )
+
+
+def load_training_faces(cfg: Config, folder: RunFolder) -> data_lib.FaceSet:
     """Decode the training folder (or the synthetic faces) and report skipped files in one line."""
     if cfg.data is None:
         from vae.synthetic import materialize
 
-        folder = materialize(SYNTHETIC_DIR, cfg.synthetic_num, cfg.image_size, seed=0)
+        source = materialize(SYNTHETIC_DIR, cfg.synthetic_num, cfg.image_size, seed=0)
     else:
-        folder = Path(cfg.data)
-    faces = data_lib.load_faces(folder, cfg.image_size)
+        source = Path(cfg.data)
+    faces = data_lib.load_faces(source, cfg.image_size)
     if faces.skipped:
         shown = ", ".join(f"{name} ({why})" for name, why in faces.skipped[:5])
         more = f" and {len(faces.skipped) - 5} more" if len(faces.skipped) > 5 else ""
-        write_text_atomic(run.path / "skipped.txt", "".join(f"{n}\t{w}\n" for n, w in faces.skipped))
+        write_text_atomic(folder.path / "skipped.txt", "".join(f"{n}\t{w}\n" for n, w in faces.skipped))
         say(f"warning: skipped {len(faces.skipped)} of {len(faces) + len(faces.skipped)} image files: {shown}{more} "
-            f"(list in {run.path / 'skipped.txt'})")
+            f"(list in {folder.path / 'skipped.txt'})")
     return faces
 
 
@@ -150,15 +204,12 @@ def save_model(model: keras.Model, path: Path) -> None:
         model.save(tmp)
 
 
-def write_epoch_outputs(run: RunFolder, model: VAE, history: list[dict], fixed_z, fixed_val) -> None:
-    """The per-epoch sample grid, reconstruction grid and history."""
-    run.write_history(history)
-    epoch = history[-1]["epoch"]
-    samples = model.decoder.predict(fixed_z, verbose=0)
-    save_png(make_grid(samples, cols=8), run.samples / f"epoch_{epoch:03d}.png", min_side=256)
+def epoch_grids(model: VAE, fixed_z, fixed_val) -> dict[str, np.ndarray]:
+    """The grids shown after every epoch, named after their folders: faces from fixed z, validation reconstructions."""
+    grids = {"samples": make_grid(model.decoder.predict(fixed_z, verbose=0), cols=8)}
     if len(fixed_val):
-        recon = model.predict(fixed_val, verbose=0)
-        save_png(pairs_grid(fixed_val, recon), run.reconstructions / f"epoch_{epoch:03d}.png", min_side=256)
+        grids["reconstructions"] = pairs_grid(fixed_val, model.predict(fixed_val, verbose=0))
+    return grids
 
 
 def finish_reason(cfg: Config, history: list[dict], epoch: int, budget_spent: bool) -> str | None:
@@ -173,32 +224,9 @@ def finish_reason(cfg: Config, history: list[dict], epoch: int, budget_spent: bo
     return None
 
 
-def diverged_message(cfg: Config, run: RunFolder, model: VAE, state: dict, where: tuple[int, int]) -> str:
-    """Explain a stop for non-finite steps; leave a loadable model behind without touching any checkpoint."""
-    epoch, step = where
-    lower = 1e-3 if cfg.learning_rate > 1e-3 else cfg.learning_rate / 10
-    cause = (
-        f"training stopped at epoch {epoch + 1}, step {step}: {cfg.max_bad_steps} consecutive steps had a NaN or Inf "
-        f"loss or gradient (each was skipped); the learning rate {cfg.learning_rate:g} is likely too high"
-    )
-    saved = run.read_state()
-    if saved and saved.get("checkpoint"):
-        return (
-            f"{cause}. The last good checkpoint ({saved['checkpoint']}, epoch {saved['epoch'] + 1}, step {saved['step']}) "
-            f"is intact: rerun with --learning_rate {lower:g} to resume from it"
-        )
-    # Skipped steps never changed the weights, so they are the last finite ones.
-    if not run.last_model.exists():
-        save_model(model, run.last_model)
-    return (
-        f"{cause}. No checkpoint was written before it; {run.last_model} holds the last finite weights. "
-        f"Start over with --learning_rate {lower:g} --overwrite"
-    )
-
-
 def epoch_line(row: dict, num_epochs: int) -> str:
     parts = [f"epoch {row['epoch']}/{num_epochs}", f"loss {row['loss']:.1f}", f"recon {row['recon']:.1f}",
-             f"kl {row['kl']:.1f}", f"val_loss {row['val_loss']:.1f}", f"val_psnr {row.get('val_psnr', math.nan):.2f} dB",
+             f"kl {row['kl']:.1f}", f"val_loss {row['val_loss']:.1f}", f"val_psnr {row['val_psnr']:.2f} dB",
              f"active {int(row['val_active_units'])}", f"{row['images_per_second']:.0f} img/s", f"{row['seconds']:.0f}s"]
     if row.get("skipped_steps"):
         parts.append(f"skipped {int(row['skipped_steps'])} non-finite steps")
