@@ -1,7 +1,9 @@
 """Shared fixtures: tiny image folders, the real faces when present, and running the scripts."""
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +53,27 @@ def run_script(*args, cwd=ROOT, timeout=300, env=None):
 
 
 TINY = ["--image_size", "32", "--width", "8", "--latent_dim", "8", "--batch_size", "8"]
+
+
+def kill_when(args, ready, timeout=240, env=None):
+    """Start a project script, SIGKILL it as soon as ready() is true (polled every 10 ms); return ready()'s last value."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=full_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    value = None
+    while time.time() < deadline and proc.poll() is None:
+        value = ready()
+        if value:
+            break
+        time.sleep(0.01)
+    proc.kill()
+    _, stderr = proc.communicate()
+    assert value, f"the condition never held before the process ended: {stderr.decode()[-2000:]}"
+    return value
+
+
+def read_state(run):
+    """A run folder's state.json, or None while it does not exist yet."""
+    path = Path(run) / "state.json"
+    return json.loads(path.read_text()) if path.exists() else None

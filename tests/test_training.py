@@ -2,10 +2,6 @@
 import csv
 import hashlib
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import keras
 import numpy as np
@@ -16,7 +12,7 @@ from vae.config import Config
 from vae.errors import UserError
 from vae.training import finish_reason, train
 
-from conftest import ROOT, TINY, blob_images, run_script, write_pngs
+from conftest import TINY, blob_images, kill_when, read_state, run_script, write_pngs
 
 
 def tiny_config(data, out, **overrides):
@@ -37,38 +33,32 @@ def epochs_in_history(run):
 def test_sigkill_mid_epoch_then_rerun_resumes_and_diverging_keeps_the_checkpoint(tmp_path):
     images = write_pngs(tmp_path / "images", blob_images(400, 32))
     out = tmp_path / "run"
-    command = [sys.executable, "train.py", "--data", str(images), "--out", str(out), "--num_epochs", "3",
-               "--val_split", "0.1", "--save_every_steps", "3", *TINY]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    state_file = out / "state.json"
-    deadline = time.time() + 240
-    state = None
-    while time.time() < deadline and proc.poll() is None:
-        if state_file.exists():
-            state = json.loads(state_file.read_text())
-            if state["epoch"] == 1 and state["step"] > 0:  # a checkpoint in the middle of the second epoch
-                break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert state is not None and state["epoch"] == 1 and state["step"] > 0, f"no mid-epoch checkpoint seen: {state}"
-    state = json.loads(state_file.read_text())  # the last checkpoint written before the kill
+    command = ["train.py", "--data", images, "--out", out, "--num_epochs", "3", "--val_split", "0.1",
+               "--save_every_steps", "3", *TINY]
+
+    def mid_second_epoch():
+        state = read_state(out)
+        return state if state and state["epoch"] == 1 and state["step"] > 0 else None
+
+    kill_when(command, mid_second_epoch)
+    state = read_state(out)  # the last checkpoint written before the kill
+    assert state["epoch"] == 1 and state["step"] > 0
     checkpoint = out / state["checkpoint"]
     assert checkpoint.exists()
     before = sha(checkpoint)
 
     # A rate that diverges: clear message, no traceback, checkpoint untouched, a model that loads.
-    diverged = run_script(*command[1:], "--learning_rate", "1000")
+    diverged = run_script(*command, "--learning_rate", "1000")
     assert diverged.returncode == 2
     assert diverged.stdout.splitlines()[0] == f"resuming from epoch {state['epoch'] + 1}, step {state['step']}"
     assert "likely too high" in diverged.stderr and state["checkpoint"] in diverged.stderr
     assert "Traceback" not in diverged.stderr and len(diverged.stderr.strip().splitlines()) == 1
     assert sha(checkpoint) == before
-    assert json.loads(state_file.read_text())["checkpoint"] == state["checkpoint"]
+    assert read_state(out)["checkpoint"] == state["checkpoint"]
     assert isinstance(keras.saving.load_model(out / "model_last.keras", compile=False), vae.VAE)
 
     # The same command again resumes from that checkpoint and finishes, each epoch once in the history.
-    resumed = run_script(*command[1:])
+    resumed = run_script(*command)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.splitlines()[0] == f"resuming from epoch {state['epoch'] + 1}, step {state['step']}"
     assert epochs_in_history(out) == [1, 2, 3]

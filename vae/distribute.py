@@ -1,7 +1,6 @@
-"""Choosing the tf.distribute strategy, and who writes files in a multi-worker run."""
+"""Choosing the tf.distribute strategy, and which process writes the run folder."""
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow as tf
@@ -12,13 +11,19 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """auto: MirroredStrategy over all GPUs when there are several, else the default (one device)."""
+    """The strategy for --strategy; create it before any other TensorFlow work (multi-worker needs that).
+
+    auto: mirrored when more than one GPU is visible, else default (one device).
+    mirrored: all GPUs of this machine; without GPUs, all logical CPU devices (one, unless configured).
+    multiworker: MultiWorkerMirroredStrategy over the cluster that TF_CONFIG describes.
+    """
     if name == "auto":
-        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
+        name = "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy([d.name for d in gpus or tf.config.list_logical_devices("CPU")])
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise UserError("--strategy multiworker needs TF_CONFIG set on every worker (see README, 'Several machines')")
@@ -26,11 +31,24 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise UserError(f"--strategy {name} is not one of {', '.join(STRATEGIES)}")
 
 
-def is_chief() -> bool:
-    """Whether this process writes the run folder: always, except on non-chief workers of a TF_CONFIG cluster."""
-    if "TF_CONFIG" not in os.environ:
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run folder: the chief, or worker 0 of a cluster without one; any single process."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
         return True
-    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
-    kind, index = task.get("type", "chief"), int(task.get("index", 0))
-    cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
-    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief)
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Wait until every worker gets here: an all-reduce of one number."""
+    strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+
+def multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """Whether the strategy spans several worker processes."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return False
+    jobs = resolver.cluster_spec().as_dict()
+    return sum(len(jobs.get(job, [])) for job in ("chief", "worker")) > 1

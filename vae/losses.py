@@ -5,7 +5,7 @@ from keras import ops
 def l1_per_image(images, reconstructions):
     """Sum of |x - x_hat| over all pixels and channels: shape (batch,)."""
     diff = ops.abs(ops.cast(images, "float32") - ops.cast(reconstructions, "float32"))
-    return ops.sum(ops.reshape(diff, (ops.shape(diff)[0], -1)), axis=1)
+    return ops.sum(diff, axis=(1, 2, 3))
 
 
 def kl_per_dim(z_mean, z_log_var):

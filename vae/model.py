@@ -4,6 +4,7 @@ import tensorflow as tf
 from keras import ops
 
 from vae.decoder import build_decoder
+from vae.distribute import multi_worker
 from vae.encoder import build_encoder
 from vae.losses import kl_per_dim, l1_per_image
 from vae.optimizer import agree_on_finite
@@ -85,6 +86,12 @@ class VAE(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.recon_tracker, self.kl_tracker, self.beta_tracker, self.psnr_tracker, self.active_units]
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy Keras averages the first batch across workers, only to build what is unbuilt;
+        # multi-worker collectives reject uint8 batches, and this model and its optimizer are built already.
+        if self.optimizer is None or not self.optimizer.built:
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def call(self, images, training=False):
         z_mean, _ = self.encoder(to_unit_float(images), training=training)
         return self.decoder(z_mean, training=training)
@@ -131,14 +138,14 @@ class VAE(keras.Model):
         self.kl_tracker.update_state(ops.where(finite, kl, 0.0), sample_weight=weight)
         self.loss_tracker.update_state(ops.where(finite, loss, 0.0), sample_weight=ops.cast(finite, "float32"))
         self.beta_tracker.update_state(beta)
-        return {
+        return self._logs({
             "loss": self.loss_tracker.result(),
             "recon": self.recon_tracker.result(),
             "kl": self.kl_tracker.result(),
             "beta": self.beta_tracker.result(),
             "skipped_steps": self.optimizer.skipped_steps,
             "consecutive_skips": self.optimizer.consecutive_skips,
-        }
+        })
 
     def test_step(self, data):
         images = to_unit_float(data)
@@ -152,7 +159,14 @@ class VAE(keras.Model):
         mse = ops.mean(ops.square(images - ops.cast(self.decoder(z_mean, training=False), "float32")), axis=(1, 2, 3))
         self.psnr_tracker.update_state(-10.0 * ops.log10(ops.maximum(mse, 1e-10)))
         trackers = [self.loss_tracker, self.recon_tracker, self.kl_tracker, self.psnr_tracker, self.active_units]
-        return {m.name: m.result() for m in trackers}
+        return self._logs({m.name: m.result() for m in trackers})
+
+    def _logs(self, logs):
+        # Across workers Keras averages each logged value over axis 0, which scalars lack
+        # (tensorflow/tensorflow#72388): give them a batch axis of one there.
+        if multi_worker(self.distribute_strategy):
+            return {k: ops.reshape(ops.cast(v, "float32"), (1,)) for k, v in logs.items()}
+        return logs
 
     def get_config(self):
         return {

@@ -12,7 +12,8 @@ from vae.errors import UserError
 from vae.files import atomic_path, write_text_atomic
 
 # Everything training writes; --overwrite removes these and nothing else.
-OWN_FILES = ["config.json", "state.json", "model_best.keras", "model_last.keras", "history.csv", "loss_curve.png", "split.json"]
+OWN_FILES = ["config.json", "state.json", "model_best.keras", "model_last.keras", "history.csv", "loss_curve.png",
+             "split.json", "skipped.txt"]
 OWN_DIRS = ["samples", "reconstructions", "checkpoints", "logs"]
 
 
@@ -40,33 +41,35 @@ class RunFolder:
         except ValueError as e:
             raise UserError(f"{self.state} is damaged ({e}); pass --overwrite to start over") from e
 
+    def check(self, cfg: Config, overwrite: bool) -> dict | None:
+        """Whether training may use this folder (reading only); the state to resume from, or None to start fresh."""
+        if overwrite or not self.config.exists():
+            if not overwrite and self.path.exists() and any(self.path.iterdir()):
+                raise UserError(f"--out {self.path} exists and is not a run folder; choose another --out")
+            return None
+        state = self.read_state()
+        if state is not None and state.get("finished"):
+            raise UserError(
+                f"{self.path} holds a finished run ({state['finished']}); pass --overwrite to start over, or choose another --out"
+            )
+        old = Config.load(self.config)
+        changed = cfg.changed_settings(old)
+        if changed:
+            what = ", ".join(f"--{n} {getattr(old, n)} -> {getattr(cfg, n)}" for n in changed)
+            raise UserError(
+                f"{self.path} holds a run with other settings ({what}); "
+                "rerun with the same settings to resume, pass --overwrite to start over, or choose another --out"
+            )
+        return state
+
     def start(self, cfg: Config, overwrite: bool) -> dict | None:
-        """Check that training may write here; return the state to resume from, or None to start fresh."""
+        """check(), then clear the folder if asked and record the settings (runtime ones, such as the rate, may change)."""
+        state = self.check(cfg, overwrite)
         if overwrite:
             self.clear()
-        elif self.config.exists():
-            state = self.read_state()
-            old = Config.load(self.config)
-            if state is not None and state.get("finished"):
-                raise UserError(
-                    f"{self.path} holds a finished run ({state['finished']}); "
-                    "pass --overwrite to start over, or choose another --out"
-                )
-            changed = cfg.changed_settings(old)
-            if changed:
-                what = ", ".join(f"--{n} {getattr(old, n)} -> {getattr(cfg, n)}" for n in changed)
-                raise UserError(
-                    f"{self.path} holds a run with other settings ({what}); "
-                    "rerun with the same settings to resume, pass --overwrite to start over, or choose another --out"
-                )
-            if state is not None:
-                cfg.save(self.config)  # runtime settings, such as the learning rate, may have changed
-                return state
-        elif self.path.exists() and any(self.path.iterdir()):
-            raise UserError(f"--out {self.path} exists and is not a run folder; choose another --out")
         self.path.mkdir(parents=True, exist_ok=True)
         cfg.save(self.config)
-        return None
+        return state
 
     def clear(self) -> None:
         for name in OWN_FILES:

@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from vae import data as data_lib
 from vae.callbacks import EpochBar, NonFiniteStop, StepCheckpoint, TimeBudget
 from vae.config import Config
-from vae.distribute import make_strategy
+from vae.distribute import barrier, is_chief, make_strategy
 from vae.errors import UserError
 from vae.files import atomic_path, write_text_atomic
 from vae.images import make_grid, pairs_grid, save_png
@@ -34,15 +37,35 @@ def say(text: str) -> None:
 
 def train(cfg: Config, overwrite: bool = False) -> RunFolder:
     """Train (or resume) the run in cfg.out; return its folder."""
-    return Trainer(cfg, overwrite).run()
+    trainer = Trainer(cfg, overwrite)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.scratch is not None:
+            shutil.rmtree(trainer.scratch, ignore_errors=True)
 
 
 class Trainer:
     def __init__(self, cfg: Config, overwrite: bool):
         self.started = time.monotonic()
         self.cfg = cfg
-        self.folder = RunFolder(cfg.out)
-        resumed = self.folder.start(cfg, overwrite)
+        self.strategy = make_strategy(cfg.strategy)
+        if cfg.max_minutes and isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise UserError("--max_minutes cannot be used with --strategy multiworker: each worker's clock would decide alone")
+        main = RunFolder(cfg.out)
+        if is_chief(self.strategy):
+            self.folder, self.scratch = main, None
+            resumed = main.start(cfg, overwrite)
+            barrier(self.strategy)
+        else:
+            # Every worker runs the same steps (collectives need all of them) but writes to its own
+            # scratch folder, removed at the end; it resumes from the chief's checkpoint once the
+            # chief has prepared the run folder.
+            barrier(self.strategy)
+            resumed = main.check(cfg, overwrite=False)
+            self.scratch = Path(tempfile.mkdtemp(prefix="vae-worker-"))
+            self.folder = RunFolder(self.scratch)
+            self.folder.start(cfg, overwrite=False)
         if resumed is not None:
             say(f"resuming from epoch {resumed['epoch'] + 1}, step {resumed['step']}")
         self.faces = load_training_faces(cfg, self.folder)
@@ -53,8 +76,11 @@ class Trainer:
             raise UserError(f"only {len(self.train_idx)} training images, fewer than --batch_size {cfg.batch_size}; lower --batch_size")
         self.steps = len(self.train_idx) // cfg.batch_size
         say(f"{len(self.train_idx)} training and {len(self.val_idx)} validation images, {self.steps} steps per epoch")
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas > 1:
+            say(f"{type(self.strategy).__name__}: {replicas} replicas, {cfg.batch_size // replicas} images each per step")
 
-        self.model = build_model(cfg, self.steps)
+        self.model = build_model(cfg, self.steps, self.strategy)
         self.fixed_z = np.random.default_rng(cfg.seed).standard_normal((GRID_SIZE, cfg.latent_dim)).astype("float32")
         self.probe = self.faces.numpy(self.val_idx[:PROBE_SIZE])
         if resumed is None:
@@ -65,7 +91,7 @@ class Trainer:
             self.folder.save_checkpoint(self.model, self.state)
         else:
             self.state = resumed
-            self.model.load_weights(self.folder.path / resumed["checkpoint"])
+            self.model.load_weights(main.path / resumed["checkpoint"])
         self.blowup = None  # what went wrong, once training is found diverged
 
     def run(self) -> RunFolder:
@@ -122,7 +148,8 @@ class Trainer:
             say(epoch_line(row, cfg.num_epochs))
             if state["finished"]:
                 break
-        say(f"done: {state['finished']}; best validation loss {state['best_val_loss']:.2f}; models in {self.folder.path}")
+        where = f"models in {self.folder.path}" if self.scratch is None else f"the chief wrote the models to {self.cfg.out}"
+        say(f"done: {state['finished']}; best validation loss {state['best_val_loss']:.2f}; {where}")
         return self.folder
 
     def probe_loss(self) -> float:
@@ -173,10 +200,10 @@ def load_training_faces(cfg: Config, folder: RunFolder) -> data_lib.FaceSet:
     return faces
 
 
-def build_model(cfg: Config, steps_per_epoch: int) -> VAE:
-    """The compiled VAE, its optimizer built, inside the chosen strategy's scope."""
+def build_model(cfg: Config, steps_per_epoch: int, strategy: tf.distribute.Strategy | None = None) -> VAE:
+    """The compiled VAE, its optimizer built, inside the strategy's scope (default: the one --strategy names)."""
     keras.utils.set_random_seed(cfg.seed)
-    with make_strategy(cfg.strategy).scope():
+    with (strategy or make_strategy(cfg.strategy)).scope():
         model = VAE(
             image_size=cfg.image_size,
             latent_dim=cfg.latent_dim,
