@@ -24,6 +24,7 @@ class Config:
     flip: bool = _opt(True, "random horizontal flips of training images")
     synthetic_num: int = _opt(6000, "number of synthetic faces rendered when --data is not given")
     # Model.
+    architecture: str = _opt("conv", "conv (the default); keras_io: the keras.io VAE example with BatchNorm and transposed convolutions; resnet: residual blocks with GroupNorm and SiLU", choices=["conv", "keras_io", "resnet"])
     latent_dim: int = _opt(128, "dimension of the latent space")
     width: int = _opt(32, "channels of the first encoder convolution; doubled at each halving, up to 8x")
     beta: float = _opt(1.0, "weight of the KL term against the L1 reconstruction term")
@@ -43,6 +44,9 @@ class Config:
     out: str = _opt("runs/default", "run folder: config, models, sample grids, history", runtime=True)
     save_every_steps: int = _opt(500, "also checkpoint every this many steps within an epoch (0: only at epoch ends)", runtime=True)
     max_minutes: float = _opt(0.0, "stop cleanly after this many minutes of training, then validate and save (0: no limit)", runtime=True)
+    precision: str = _opt("auto", "float32, mixed_float16, mixed_bfloat16, or auto: mixed_float16 on a GPU, float32 on a CPU", runtime=True, choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
+    jit_compile: str = _opt("auto", "XLA compilation: on, off, or auto (on with a GPU; off on a CPU, where it measured slower)", runtime=True, choices=["auto", "on", "off"])
+    steps_per_execution: int = _opt(1, "training steps per call into TensorFlow; more cuts Python overhead on fast GPUs", runtime=True)
     strategy: str = _opt("auto", "tf.distribute strategy: auto (mirrored if several GPUs), default, mirrored, multiworker", runtime=True, choices=["auto", "default", "mirrored", "multiworker"])
 
     def validate(self) -> "Config":
@@ -50,7 +54,7 @@ class Config:
         size = self.image_size
         if size < 16 or size > 256 or size & (size - 1):
             raise UserError(f"--image_size {size} is not a power of two from 16 to 256 (try 64)")
-        positive = ["latent_dim", "width", "num_epochs", "batch_size", "synthetic_num", "max_bad_steps"]
+        positive = ["latent_dim", "width", "num_epochs", "batch_size", "synthetic_num", "max_bad_steps", "steps_per_execution"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be positive, got {getattr(self, name)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vae.errors import UserError
 from vae.progress import progress_bar
@@ -19,8 +19,15 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 DECODE_CHUNK = 1024  # images decoded between two writes into the cache
 
 
+class UnusableImage(ValueError):
+    """A readable file that is still skipped; the message is the reason shown to the user."""
+
+
 def find_images(folder: Path | str) -> list[Path]:
-    """Image files under `folder`, recursively, sorted; symlinked folders are followed once (no loops)."""
+    """Image files under `folder`, recursively, sorted; symlinked folders are followed once (no loops).
+
+    Files are chosen by extension, in any case; macOS's "._name.jpg" resource forks are metadata, not images.
+    """
     folder = Path(folder)
     if not folder.exists():
         raise UserError(f"--data {folder} does not exist; pass a folder of face images")
@@ -34,30 +41,34 @@ def find_images(folder: Path | str) -> list[Path]:
             continue
         seen.add(real)
         dirs.sort()
-        found += [Path(root) / f for f in sorted(files) if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+        found += [Path(root) / f for f in sorted(files)
+                  if Path(f).suffix.lower() in IMAGE_EXTENSIONS and not f.startswith("._")]
     return found
 
 
 def load_image(path: Path | str, size: int) -> np.ndarray:
-    """One image as (size, size, 3) uint8 RGB: orientation from EXIF, alpha over white, center crop, resize.
+    """One image as (size, size, 3) uint8 RGB: orientation from EXIF, center square, resize, alpha over white.
 
-    Raises on anything PIL cannot read. Images far smaller than `size` are refused (ValueError):
-    upscaled 4x or more they would only teach the model blur.
+    The small-image rule: an image whose short side is at least half of `size` is upscaled; a smaller one
+    is refused (UnusableImage), because upscaled 2x or more it would only teach the model blur.
+    Only the first frame of an animation is used. Raises on anything PIL cannot read.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as img:
-            if min(img.size) * 2 < size:
-                raise ValueError(f"{img.size[0]}x{img.size[1]} is below half the model's {size}px")
-            img.draft("RGB", (size, size))  # JPEG only: decode at reduced scale, so huge files stay cheap
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-    side = min(img.size)
-    left, top = (img.width - side) // 2, (img.height - side) // 2
-    img = img.crop((left, top, left + side, top + side))
-    if side != size:
+    if os.path.getsize(path) == 0:
+        raise UnusableImage("empty file")
+    with Image.open(path) as img:
+        if min(img.size) * 2 < size:
+            raise UnusableImage(f"{img.size[0]}x{img.size[1]} is below half the model's {size}px")
+        img.draft("RGB", (size, size))  # JPEG only: decode at reduced scale, so huge files stay cheap
+        ImageOps.exif_transpose(img, in_place=True)
+        if img.mode in ("P", "PA", "1"):  # resizing these would pick the nearest pixel instead of averaging
+            img = img.convert("RGBA")
+        if img.width != img.height:
+            side = min(img.size)
+            left, top = (img.width - side) // 2, (img.height - side) // 2
+            img = img.crop((left, top, left + side, top + side))
+        # Resized before any conversion, so a huge image is never copied whole into another mode.
         img = img.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return np.asarray(img, dtype=np.uint8)
+    return np.asarray(_to_rgb(img), dtype=np.uint8)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -65,11 +76,37 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         depth = 65535.0 if img.mode.startswith("I;16") or np.asarray(img).max() > 255 else 255.0
         img = Image.fromarray((np.asarray(img, dtype=np.float32) * (255.0 / depth)).round().astype(np.uint8))
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("RGBA", "LA"):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
     return img.convert("RGB")
+
+
+def skip_reason(error: Exception) -> str:
+    """Why a file was skipped, in a few words (PIL's own messages repeat the whole path)."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image PIL can read"
+    if isinstance(error, OSError) and "truncated" in str(error):
+        return "truncated file"
+    if isinstance(error, (UnusableImage, OSError)):
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+def printable(text: str) -> str:
+    """A file name (or a message holding one) that can be printed and written as UTF-8.
+
+    Names that are not valid UTF-8 on disk (old zips, Latin-1 systems) reach Python with surrogates, which
+    print() and write_text() refuse; those bytes become U+FFFD.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def skipped_summary(skipped: list[tuple[str, str]], total: int) -> str:
+    """'skipped N of M image files: a.jpg (why), ...' from (name, reason) pairs, naming at most 5 of them."""
+    shown = ", ".join(f"{name} ({why})" for name, why in skipped[:5])
+    more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return f"skipped {len(skipped)} of {total} image files: {shown}{more}"
 
 
 def is_validation(name: str, val_split: float) -> bool:
@@ -83,7 +120,7 @@ class FaceSet:
 
     names: list[str]  # path of each usable image relative to the folder, in cache order
     images: tf.Variable  # (capacity, size, size, 3) uint8; rows past len(names) are unused
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason), both printable()
 
     def __len__(self):
         return len(self.names)
@@ -126,10 +163,14 @@ def load_faces(
         try:
             return load_image(path, size), None
         except Exception as e:  # noqa: BLE001 - any unreadable file is skipped and reported, not fatal
-            return None, f"{type(e).__name__}: {e}".splitlines()[0]
+            return None, skip_reason(e)
 
     workers = workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(workers) as pool, progress_bar(len(paths), "decoding images", progress) as bar:
+    # PIL only warns about images too large to decode safely; refuse them. The filter is process-wide,
+    # so it is set once here, around the workers, not by each of them (catch_warnings is not thread-safe).
+    with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool, \
+            progress_bar(len(paths), "decoding images", progress) as bar:
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         for start in range(0, len(paths), DECODE_CHUNK):
             chunk = paths[start : start + DECODE_CHUNK]
             good = []
@@ -139,13 +180,14 @@ def load_faces(
                     good.append(pixels)
                     names.append(name)
                 else:
-                    skipped.append((name, error))
+                    skipped.append((printable(name), printable(error)))  # only ever shown, never reopened
             if good:
                 rows = tf.range(len(names) - len(good), len(names), dtype=tf.int64)
                 images.scatter_update(tf.IndexedSlices(np.stack(good), rows))
             bar.update(len(chunk))
     if not names:
-        raise UserError(f"none of the {len(paths)} image files under {folder} could be read (first: {skipped[0][1]})")
+        name, why = skipped[0]
+        raise UserError(f"none of the {len(paths)} image files under {folder} could be used (the first, {name}: {why})")
     return FaceSet(names, images, skipped)
 
 
@@ -156,9 +198,13 @@ def epoch_order(num: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray
 
 
 def train_batches(
-    faces: FaceSet, indices, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, flip: bool = True
+    faces: FaceSet, indices, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, flip: bool = True,
+    device: str | None = None,
 ) -> tf.data.Dataset:
-    """One epoch of full uint8 batches in this epoch's order, starting after `skip_batches` batches."""
+    """One epoch of full uint8 batches in this epoch's order, starting after `skip_batches` batches.
+
+    With `device`, batches are prefetched onto it (a GPU), so the copy overlaps the previous step.
+    """
     order, flips = epoch_order(len(indices), seed, epoch)
     start = skip_batches * batch_size
     rows = np.asarray(indices, dtype=np.int64)[order][start:]
@@ -170,7 +216,8 @@ def train_batches(
         return tf.where(flips[:, None, None, None], tf.reverse(batch, axis=[2]), batch)
 
     ds = tf.data.Dataset.from_tensor_slices((rows, flips)).batch(batch_size, drop_remainder=True)
-    return _finish(ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    ds = _finish(ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    return ds.apply(tf.data.experimental.prefetch_to_device(device)) if device else ds
 
 
 def eval_batches(faces: FaceSet, indices, batch_size: int) -> tf.data.Dataset:

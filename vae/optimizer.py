@@ -1,4 +1,6 @@
 """Adam with a learning-rate schedule, wrapped so that steps with non-finite gradients are skipped and counted."""
+import math
+
 import keras
 from keras import ops
 
@@ -39,8 +41,13 @@ class SkipNonFinite(keras.optimizers.LossScaleOptimizer):
         return {**super().get_config(), "loss_scaling": self.loss_scaling}
 
 
-def make_optimizer(learning_rate, total_steps, warmup_steps, schedule="constant", clipnorm=0.0, loss_scaling=False):
-    """Adam whose rate rises linearly from 0 over `warmup_steps`, then stays (constant) or decays (cosine)."""
+def make_optimizer(learning_rate, total_steps, warmup_steps, schedule="constant", clipnorm=0.0, loss_scaling=False,
+                   loss_terms=1):
+    """Adam whose rate rises linearly from 0 over `warmup_steps`, then stays (constant) or decays (cosine).
+
+    `loss_terms`: how many per-pixel terms the loss sums; float16 loss scaling starts that much lower
+    than the usual 2**15, which assumes a mean, so its first steps do not all overflow.
+    """
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
     rate = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0,
@@ -50,7 +57,9 @@ def make_optimizer(learning_rate, total_steps, warmup_steps, schedule="constant"
         alpha={"constant": 1.0, "cosine": 0.0}[schedule],
     )
     adam = keras.optimizers.Adam(rate, global_clipnorm=clipnorm or None)
-    return SkipNonFinite(adam, loss_scaling=loss_scaling)
+    if not loss_scaling:
+        return SkipNonFinite(adam)
+    return SkipNonFinite(adam, loss_scaling=True, initial_scale=2.0 ** max(0, 15 - math.ceil(math.log2(loss_terms))))
 
 
 def current_learning_rate(optimizer) -> float:

@@ -15,6 +15,7 @@ import tensorflow as tf
 from vae import data as data_lib
 from vae.callbacks import EpochBar, NonFiniteStop, StepCheckpoint, TimeBudget
 from vae.config import Config
+from vae.device import prefetch_device, resolve_jit, use_precision
 from vae.distribute import barrier, is_chief, make_strategy
 from vae.errors import UserError
 from vae.files import atomic_path, write_text_atomic
@@ -108,7 +109,8 @@ class Trainer:
             for cb in callbacks:
                 cb.start_epoch(epoch, first_step)
             t0 = time.perf_counter()
-            ds = data_lib.train_batches(self.faces, self.train_idx, cfg.batch_size, cfg.seed, epoch, first_step, cfg.flip)
+            ds = data_lib.train_batches(self.faces, self.train_idx, cfg.batch_size, cfg.seed, epoch, first_step, cfg.flip,
+                                        device=prefetch_device(self.strategy))
             fit = self.model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, verbose=0, callbacks=callbacks, shuffle=False)
             seconds = time.perf_counter() - t0
             if nonfinite.tripped_at is not None:
@@ -203,6 +205,7 @@ def load_training_faces(cfg: Config, folder: RunFolder) -> data_lib.FaceSet:
 def build_model(cfg: Config, steps_per_epoch: int, strategy: tf.distribute.Strategy | None = None) -> VAE:
     """The compiled VAE, its optimizer built, inside the strategy's scope (default: the one --strategy names)."""
     keras.utils.set_random_seed(cfg.seed)
+    policy = use_precision(cfg.precision)
     with (strategy or make_strategy(cfg.strategy)).scope():
         model = VAE(
             image_size=cfg.image_size,
@@ -212,6 +215,7 @@ def build_model(cfg: Config, steps_per_epoch: int, strategy: tf.distribute.Strat
             kl_warmup_steps=int(round(cfg.kl_warmup_epochs * steps_per_epoch)),
             free_bits=cfg.free_bits,
             seed=cfg.seed,
+            architecture=cfg.architecture,
         )
         model.compile(
             optimizer=make_optimizer(
@@ -220,7 +224,11 @@ def build_model(cfg: Config, steps_per_epoch: int, strategy: tf.distribute.Strat
                 warmup_steps=cfg.lr_warmup_steps,
                 schedule=cfg.lr_schedule,
                 clipnorm=cfg.clipnorm,
-            )
+                loss_scaling=policy == "mixed_float16",
+                loss_terms=cfg.image_size**2 * 3,
+            ),
+            jit_compile=resolve_jit(cfg.jit_compile),
+            steps_per_execution=cfg.steps_per_execution,
         )
         model.optimizer.build(model.trainable_weights)
     return model
