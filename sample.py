@@ -2,12 +2,12 @@
 import math
 from pathlib import Path
 
-from vae.cli import make_parser, run
+from vae.cli import add_model_flags, make_parser, run
 
 
 def main(argv):
     parser = make_parser(__doc__)
-    parser.add_argument("--model", required=True, help="run folder (its best model) or a .keras file")
+    add_model_flags(parser)
     parser.add_argument("--num", type=int, default=64, help="number of faces")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent draws; the same seed gives the same faces")
     parser.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's standard deviation; below 1 gives cleaner, less varied faces")
@@ -19,12 +19,13 @@ def main(argv):
     from vae.prior import decode, prior_latents
     from vae.run_folder import load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model, args.image_size, args.latent_dim)
     faces = decode(model, prior_latents(args.num, model.latent_dim, args.seed, args.temperature))
-    save_png(make_grid(faces, cols=math.ceil(math.sqrt(args.num))), args.out, min_side=256)
     if args.individual:
         for i, face in enumerate(faces):
             save_png(face, Path(args.individual) / f"face_{i:04d}.png")
+    # The grid comes last: once it exists, everything asked for was written.
+    save_png(make_grid(faces, cols=math.ceil(math.sqrt(args.num))), args.out, min_side=256)
     print(f"wrote {args.num} faces to {args.out}" + (f" and {args.individual}/" if args.individual else ""))
 
 

@@ -161,3 +161,11 @@ def test_finish_reason_early_stopping():
     history.append({"val_loss": 8.5})
     assert "early stopping" in finish_reason(cfg, history, epoch=3, budget_spent=False)
     assert finish_reason(Config(num_epochs=4), history, epoch=3, budget_spent=False) == "trained 4 epochs"
+
+
+def test_a_failed_start_does_not_block_the_folder(tmp_path, image_folder):
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="does not exist"):
+        train(tiny_config(tmp_path / "missing", out))
+    train(tiny_config(image_folder, out, num_epochs=1))
+    assert epochs_in_history(out) == [1]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from vae.data import load_faces
+from vae.data import load_faces, printable
 from vae.errors import UserError
 from vae.files import write_text_atomic
 from vae.images import pairs_grid, save_png, to_uint8
@@ -36,20 +36,32 @@ def output_names(names: list[str]) -> list[str]:
     return [n + ".png" if counts[w] > 1 or w in RESERVED else w for n, w in zip(names, wanted)]
 
 
-def check_output(input_dir: Path, output_dir: Path) -> None:
-    inp, out = input_dir.resolve(), output_dir.resolve()
-    if out == inp or inp in out.parents:
-        raise UserError(f"--output {output_dir} is inside --input {input_dir}; choose a folder outside it, the input is never written")
+def check_output(input_dir: Path, output_dir: Path, outs: list[str] = ()) -> None:
+    """Refuse to write anything inside the input folder: the same folder, one inside it, or a way in through a symlink."""
+    inp = input_dir.resolve()
+    for name in [*RESERVED, *outs]:
+        if inp in (output_dir / name).resolve().parents:
+            raise UserError(f"--output {output_dir} would write {name} inside --input {input_dir}; "
+                            "choose a folder outside it, the input is never written")
 
 
 def reconstruct_folder(model, input_dir, output_dir, batch_size: int = 128, progress: bool = True) -> dict:
-    """Write a reconstruction of every image under input_dir into output_dir; return mean metrics and counts."""
+    """Write a reconstruction of every image under input_dir into output_dir; return mean metrics and counts.
+
+    metrics.csv is written last, and one left by an earlier run is removed first: a folder without it is incomplete.
+    """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
-        raise UserError(f"--input {input_dir} is not a folder")
-    check_output(input_dir, output_dir)
+        what = "is a file, not a folder" if input_dir.exists() else "does not exist"
+        raise UserError(f"--input {input_dir} {what}; pass a folder of images")
+    if batch_size <= 0:
+        raise UserError(f"--batch_size must be positive, got {batch_size}")
+    check_output(input_dir, output_dir)  # before decoding, which can take minutes
     faces = load_faces(input_dir, model.image_size, progress=progress)
     outs = output_names(faces.names)
+    check_output(input_dir, output_dir, outs)
+    for name in RESERVED:
+        (output_dir / name).unlink(missing_ok=True)
     rows, grid_pairs = [], ([], [])
     with progress_bar(len(faces), "reconstructing", progress) as bar:
         for start in range(0, len(faces), batch_size):
@@ -58,7 +70,7 @@ def reconstruct_folder(model, input_dir, output_dir, batch_size: int = 128, prog
             metrics = image_metrics(originals, recon)
             for i, image in enumerate(recon):
                 save_png(image, output_dir / outs[start + i])
-                rows.append({"file": faces.names[start + i], "output": outs[start + i],
+                rows.append({"file": printable(faces.names[start + i]), "output": printable(outs[start + i]),
                              **{k: round(float(v[i]), 5) for k, v in metrics.items()}})
             room = GRID_IMAGES - len(grid_pairs[0])
             grid_pairs[0].extend(originals[:room])

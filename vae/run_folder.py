@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 from vae.config import Config
@@ -48,7 +49,9 @@ class RunFolder:
                 raise UserError(f"--out {self.path} exists and is not a run folder; choose another --out")
             return None
         state = self.read_state()
-        if state is not None and state.get("finished"):
+        if state is None:
+            return None  # set up but never trained (its start failed): nothing to keep or to match
+        if state.get("finished"):
             raise UserError(
                 f"{self.path} holds a finished run ({state['finished']}); pass --overwrite to start over, or choose another --out"
             )
@@ -118,21 +121,37 @@ def model_path(path: Path | str) -> Path:
     return path
 
 
-def load_model(path: Path | str):
-    """The trained VAE from a run folder or .keras file, with a one-line error for anything else."""
+def load_model(path: Path | str, image_size: int | None = None, latent_dim: int | None = None):
+    """The trained VAE from a run folder or .keras file, with a one-line error for anything else; see check_model."""
     import keras
 
     import vae  # noqa: F401  (registers the custom objects)
 
     file = model_path(path)
+    if not zipfile.is_zipfile(file):  # Keras would call a damaged file "not found"
+        raise UserError(f"--model {file} is damaged or not a model (a .keras file is a zip archive); "
+                        "pass a run folder or a .keras file written by train.py")
     try:
         model = keras.saving.load_model(file, compile=False)
     except Exception as e:  # noqa: BLE001 - corrupt zip, wrong content, foreign model: all the same to the user
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load {file}: not a model saved by this package ({reason[:200]})") from e
+        raise UserError(f"cannot load --model {file}: not a model saved by this package ({reason[:200]})") from e
     if not isinstance(model, vae.VAE):
-        raise UserError(f"{file} holds a {type(model).__name__}, not a VAE trained by this package")
+        raise UserError(f"--model {file} holds a {type(model).__name__}, not a VAE trained by this package")
+    check_model(model, image_size, latent_dim)
     return model
+
+
+def check_model(model, image_size: int | None = None, latent_dim: int | None = None) -> None:
+    """Raise UserError if the model has another image size or latent dimension than asked (None: anything goes)."""
+    for flag, asked in (("image_size", image_size), ("latent_dim", latent_dim)):
+        has = getattr(model, flag)
+        if asked is not None and asked != has:
+            raise UserError(
+                f"--{flag} {asked} was asked, but the model has --{flag} {has} "
+                f"({model.image_size}px images, latent dimension {model.latent_dim}); "
+                f"pass a model trained with --{flag} {asked}, or leave --{flag} out"
+            )
 
 
 def run_config(path: Path | str) -> Config | None:

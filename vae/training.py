@@ -194,11 +194,9 @@ def load_training_faces(cfg: Config, folder: RunFolder) -> data_lib.FaceSet:
         source = Path(cfg.data)
     faces = data_lib.load_faces(source, cfg.image_size)
     if faces.skipped:
-        shown = ", ".join(f"{name} ({why})" for name, why in faces.skipped[:5])
-        more = f" and {len(faces.skipped) - 5} more" if len(faces.skipped) > 5 else ""
         write_text_atomic(folder.path / "skipped.txt", "".join(f"{n}\t{w}\n" for n, w in faces.skipped))
-        say(f"warning: skipped {len(faces.skipped)} of {len(faces) + len(faces.skipped)} image files: {shown}{more} "
-            f"(list in {folder.path / 'skipped.txt'})")
+        summary = data_lib.skipped_summary(faces.skipped, len(faces) + len(faces.skipped))
+        say(f"warning: {summary} (list in {folder.path / 'skipped.txt'})")
     return faces
 
 
