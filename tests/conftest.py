@@ -55,6 +55,17 @@ def run_script(*args, cwd=ROOT, timeout=300, env=None):
 TINY = ["--image_size", "32", "--width", "8", "--latent_dim", "8", "--batch_size", "8"]
 
 
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """(images, run folder, train.py's CompletedProcess): 40 generated 32x32 PNGs and a 2-epoch run, once per session."""
+    root = tmp_path_factory.mktemp("trained_run")
+    images = write_pngs(root / "images", blob_images(40, 32))
+    run = root / "run"
+    result = run_script("train.py", "--data", images, "--out", run, "--num_epochs", "2", "--val_split", "0.2", *TINY)
+    assert result.returncode == 0, result.stderr
+    return images, run, result
+
+
 def kill_when(args, ready, timeout=240, env=None):
     """Start a project script, SIGKILL it as soon as ready() is true (polled every 10 ms); return ready()'s last value."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}

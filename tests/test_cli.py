@@ -9,19 +9,6 @@ from PIL import Image
 from conftest import TINY, run_script
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A 2-epoch run on 40 generated 32x32 images, shared by the tests below."""
-    from conftest import blob_images, write_pngs
-
-    root = tmp_path_factory.mktemp("cli")
-    images = write_pngs(root / "images", blob_images(40, 32))
-    out = root / "run"
-    result = run_script("train.py", "--data", images, "--out", out, "--num_epochs", "2", "--val_split", "0.2", *TINY)
-    assert result.returncode == 0, result.stderr
-    return images, out, result
-
-
 def test_train_writes_a_complete_run_folder(trained_run):
     images, out, result = trained_run
     for name in ["config.json", "model_best.keras", "model_last.keras", "history.csv", "split.json",

@@ -8,6 +8,9 @@ from PIL import Image
 
 from vae.files import atomic_path
 
+GIF_MIN_SIDE = 128  # GIF frames are enlarged (nearest) to at least this, so a 64 px face can be seen
+GIF_FRAME_MS = 80
+
 
 def to_uint8(images) -> np.ndarray:
     """Float images in [0, 1] (or uint8) to uint8."""
@@ -48,4 +51,18 @@ def save_png(array, path: Path | str, min_side: int = 0) -> Path:
         img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
+    return Path(path)
+
+
+def save_gif(frames: list[np.ndarray], path: Path | str, frame_ms: int = GIF_FRAME_MS) -> Path:
+    """An endlessly looping GIF that plays the frames forward then back, its shorter side enlarged (nearest) to at
+    least GIF_MIN_SIDE; written atomically."""
+    frames = [to_uint8(f) for f in frames]
+    factor = max(1, -(-GIF_MIN_SIDE // min(frames[0].shape[:2])))
+    frames = [f.repeat(factor, axis=0).repeat(factor, axis=1) for f in frames + frames[-2:0:-1]]
+    # One palette for all frames, undithered: what does not move keeps its pixels, and the GIF stores only what changed.
+    palette = Image.fromarray(np.concatenate(frames)).quantize(256, dither=Image.Dither.NONE)
+    images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
     return Path(path)

@@ -1,0 +1,123 @@
+"""evaluate.py: the report of a tiny trained run, its numbers against the model's own, errors, and SWD on real faces."""
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vae.errors import UserError
+
+from conftest import TINY, blob_images, run_script, write_pngs
+
+DIMS = 32 * 32 * 3
+
+
+@pytest.fixture(scope="module")
+def trained(trained_run):
+    return trained_run[:2]
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    from vae.run_folder import load_model
+
+    return load_model(trained[1])
+
+
+@pytest.fixture(scope="module")
+def report(trained, model):
+    from vae.evaluation import evaluate
+
+    return evaluate(model, trained[1], progress=False)[0]
+
+
+def test_cli_writes_and_prints_the_report(trained, tmp_path):
+    _, run = trained
+    result = run_script("evaluate.py", "--model", run, "--out", tmp_path / "eval")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    validation = json.loads((run / "split.json").read_text())["validation"]
+    assert report["images"] == report["swd_images"] == len(validation) > 0
+    assert report["laplace_scale_fitted_on"].startswith(f"{40 - len(validation)} training images")
+    assert set(report["swd_x1e3"]) == {"32", "16", "avg"} and report["swd_x1e3"]["avg"] > 0
+    assert f"| PSNR | {report['psnr']:.2f} dB |" in result.stdout
+    assert f"| SWD x1e3, 16 px | {report['swd_x1e3']['16']:.2f} |" in result.stdout
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    assert "![reconstructions](reconstructions.png)" in markdown and "bits/dim" in markdown
+    grid = np.asarray(Image.open(tmp_path / "eval" / "reconstructions.png"))
+    assert grid.shape[1] >= 256 and grid.std() > 1
+
+
+def test_report_agrees_with_the_model_and_tensorflow(trained, model, report):
+    from vae import data
+    from vae.model import ACTIVE_UNIT_NATS
+    from vae.losses import kl_per_dim
+    from vae.quality import laplace_bits_per_dim
+    from vae.reconstruction import image_metrics
+
+    images, run = trained
+    faces = data.load_faces(images, 32, progress=False)
+    validation = json.loads((run / "split.json").read_text())["validation"]
+    val_idx = [faces.names.index(n) for n in validation]
+    train_idx = [i for i in range(len(faces)) if faces.names[i] not in validation]
+    originals = faces.numpy(val_idx)
+    metrics = image_metrics(originals, (np.clip(model.predict(originals, verbose=0), 0, 1) * 255 + 0.5).astype(np.uint8))
+    for name in ("l1", "psnr", "ssim"):
+        assert report[name] == pytest.approx(float(metrics[name].mean()), abs=1e-4), name
+    kl = np.asarray(kl_per_dim(*model.encoder.predict(originals / 255.0, verbose=0)))
+    assert report["kl_per_image"] == pytest.approx(float(kl.sum(axis=1).mean()), rel=1e-4)
+    assert report["active_units"] == int((kl.mean(axis=0) > ACTIVE_UNIT_NATS).sum())
+    # The model's test_step also draws z from q(z|x): its L1 matches the fitted scale and the ELBO, up to that noise.
+    model.compile()  # loaded without its optimizer; evaluate() only needs the test step
+    val = model.evaluate(data.eval_batches(faces, val_idx, 8), return_dict=True, verbose=0)
+    train = model.evaluate(data.eval_batches(faces, train_idx, 8), return_dict=True, verbose=0)
+    assert report["laplace_scale"] == pytest.approx(train["recon"] / DIMS, rel=0.02)
+    expected = float(laplace_bits_per_dim(val["recon"], val["kl"], report["laplace_scale"], DIMS))
+    assert report["bits_per_dim"] == pytest.approx(expected, abs=0.03)
+    assert math.log2(255) < report["bits_per_dim"] < 10  # a 1-epoch model: worse than a uniform 8-bit code
+
+
+def test_data_flag_evaluates_a_whole_folder(trained, model):
+    from vae.evaluation import evaluate
+
+    images, run = trained
+    report, grids = evaluate(model, run, data=images, num_samples=10, progress=False)
+    assert report["images"] == 40 and report["swd_images"] == 10 and report["data"] == f"all images under {images}"
+    assert grids["reconstructions"].shape == (8 * 34 + 2, 8 * 34 + 2, 3)  # 32 faces: 4 rows of originals over 4 of reconstructions
+
+
+def test_unusable_inputs_are_user_errors(trained, model, tmp_path):
+    from vae.evaluation import evaluate
+
+    _, run = trained
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images"):
+        evaluate(model, run, data=tmp_path / "empty", progress=False)
+    (tmp_path / "lone").mkdir()  # a model file without its run folder: no split.json to find validation images in
+    with pytest.raises(UserError, match="pass --data"):
+        evaluate(model, tmp_path / "lone" / "model.keras", progress=False)
+    with pytest.raises(UserError, match="--num_samples must be positive"):
+        evaluate(model, run, num_samples=0, progress=False)
+
+
+def test_cli_refuses_a_damaged_model(trained, tmp_path):
+    (tmp_path / "model.keras").write_bytes(b"not a zip file")
+    result = run_script("evaluate.py", "--model", tmp_path / "model.keras", "--data", trained[0])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: --model {tmp_path / 'model.keras'} is damaged") and len(result.stderr.splitlines()) == 1
+
+
+def test_swd_tells_real_faces_from_an_untrained_model(real_faces):
+    from vae.data import find_images, load_faces
+    from vae.model import VAE
+    from vae.prior import decode, prior_latents
+    from vae.quality import swd
+
+    names = [p.relative_to(real_faces).as_posix() for p in find_images(real_faces)[:600]]
+    faces = load_faces(real_faces, 32, progress=False, names=names).numpy(range(600))
+    samples = decode(VAE(image_size=32, latent_dim=8, width=8, seed=0), prior_latents(300, 8, seed=0))
+    real_vs_real, real_vs_samples = swd(faces[:300], faces[300:]), swd(faces[:300], samples)
+    print(f"SWD x1e3 real/real {real_vs_real}, real/untrained samples {real_vs_samples}")
+    for level in ("32", "16", "avg"):
+        assert real_vs_real[level] < 0.3 * real_vs_samples[level], level

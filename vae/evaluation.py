@@ -1,0 +1,191 @@
+"""Evaluating a trained VAE on a folder: reconstruction, likelihood, latent usage and sample quality, as a report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from vae.data import FaceSet, find_images, load_faces
+from vae.errors import UserError
+from vae.files import write_text_atomic
+from vae.images import make_grid, pairs_grid, save_png
+from vae.latent import encode
+from vae.losses import kl_per_dim
+from vae.model import ACTIVE_UNIT_NATS
+from vae.prior import decode, prior_latents
+from vae.progress import progress_bar
+from vae.quality import laplace_bits_per_dim, laplace_scale, psnr, ssim, swd
+from vae.run_folder import RunFolder, run_config
+
+SCALE_IMAGES = 2000  # training images the Laplace scale is fitted on: enough for 3 digits, cheap to reconstruct
+SWD_IMAGES = 2048
+GRID_IMAGES = 32
+
+
+def _run_folder(model_arg) -> RunFolder:
+    path = Path(model_arg)
+    return RunFolder(path if path.is_dir() else path.parent)
+
+
+def _data_folder(model_arg) -> Path | None:
+    """The folder the run trained on (config.json's data, or the synthetic faces), if the run and folder exist."""
+    from vae.training import SYNTHETIC_DIR
+
+    cfg = run_config(model_arg)
+    if cfg is None:
+        return None
+    folder = Path(cfg.data) if cfg.data else SYNTHETIC_DIR
+    return folder if folder.is_dir() else None
+
+
+def _validation_names(model_arg) -> list[str]:
+    split = _run_folder(model_arg).split
+    if not split.exists():
+        raise UserError(f"{split} does not exist, so the run's validation images are unknown; pass --data")
+    return json.loads(split.read_text())["validation"]
+
+
+def evaluation_images(model_arg, data, size: int, progress: bool = True) -> tuple[FaceSet, str]:
+    """The images to look at: all under `data`, or else the run's validation split; with a description of them."""
+    if data is not None:
+        return load_faces(data, size, progress=progress), f"all images under {data}"
+    folder = _data_folder(model_arg)
+    if folder is None:
+        raise UserError(f"cannot find the data folder of the run {model_arg} (config.json); pass --data")
+    names = _validation_names(model_arg)
+    if not names:
+        raise UserError(f"the run {model_arg} has no validation images (split.json); pass --data")
+    return load_faces(folder, size, progress=progress, names=names), f"the validation split of {folder}"
+
+
+def _training_images(model_arg, size: int, progress: bool) -> tuple[FaceSet, str] | None:
+    """Up to SCALE_IMAGES training images of the run, spread evenly over its sorted files; None if not found."""
+    folder = _data_folder(model_arg)
+    if folder is None or not _run_folder(model_arg).split.exists():
+        return None
+    validation = set(_validation_names(model_arg))
+    names = [n for n in (p.relative_to(folder).as_posix() for p in find_images(folder)) if n not in validation]
+    if not names:
+        return None
+    chosen = [names[i] for i in np.unique(np.linspace(0, len(names) - 1, min(SCALE_IMAGES, len(names))).astype(int))]
+    return load_faces(folder, size, progress=progress, names=chosen), f"{len(chosen)} training images of {folder}"
+
+
+def _measure(model, faces: FaceSet, rng: np.random.Generator, batch_size: int, desc: str, progress: bool,
+             recon_metrics: bool) -> dict[str, np.ndarray]:
+    """Per image: sum |x - x_hat| with z drawn from q(z|x), KL per dimension, and (if asked) L1, PSNR and SSIM of the
+    reconstruction from the posterior mean, rounded to 8 bits as reconstruct.py writes it."""
+    out = {}
+    with progress_bar(len(faces), desc, progress) as bar:
+        for start in range(0, len(faces), batch_size):
+            x = faces.numpy(range(start, min(start + batch_size, len(faces))))
+            mean, log_var = encode(model, x, batch_size)
+            z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape).astype(np.float32)
+            sampled = model.decoder.predict(z, batch_size=batch_size, verbose=0)
+            batch = {"abs_sum": np.abs(x / 255.0 - sampled).sum(axis=(1, 2, 3)),
+                     "kl_dims": np.asarray(kl_per_dim(mean, log_var))}
+            if recon_metrics:
+                recon = decode(model, mean, batch_size)
+                batch.update(l1=np.abs(x / 255.0 - recon / 255.0).mean(axis=(1, 2, 3)), psnr=psnr(x, recon), ssim=ssim(x, recon))
+            for k, v in batch.items():
+                out.setdefault(k, []).append(v)
+            bar.update(len(x))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def evaluate(model, model_arg, data=None, num_samples: int = SWD_IMAGES, seed: int = 0, batch_size: int = 128,
+             progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """The report (JSON-ready numbers) and its grids (reconstructions, samples) for a model loaded from `model_arg`
+    (its run folder or .keras file, where the run's data and split are found) on a folder."""
+    if num_samples < 1:
+        raise UserError(f"--num_samples must be positive, got {num_samples}")
+    if batch_size < 1:
+        raise UserError(f"--batch_size must be positive, got {batch_size}")
+    size = model.image_size
+    faces, described = evaluation_images(model_arg, data, size, progress)
+    dims = size * size * 3
+    measured = _measure(model, faces, np.random.default_rng([seed, 1]), batch_size, "evaluating", progress, True)
+
+    training = _training_images(model_arg, size, progress)
+    if training is None:
+        scale_errors, scale_source = measured["abs_sum"], f"the {len(faces)} evaluated images (the run's training images were not found)"
+    else:
+        scale_faces, scale_source = training
+        scale_errors = _measure(model, scale_faces, np.random.default_rng([seed, 2]), batch_size, "fitting the Laplace scale",
+                                progress, False)["abs_sum"]
+    scale = laplace_scale(scale_errors / dims)
+
+    kl = measured["kl_dims"].sum(axis=1)
+    per_dim_kl = measured["kl_dims"].mean(axis=0)
+    n = min(num_samples, len(faces))
+    real = faces.numpy(np.sort(np.random.default_rng([seed, 3]).choice(len(faces), n, replace=False)))
+    samples = decode(model, prior_latents(n, model.latent_dim, seed), batch_size)
+    distances = swd(real, samples, seed)
+
+    report = {
+        "model": str(model_arg), "images": len(faces), "data": described, "skipped": len(faces.skipped),
+        "image_size": size, "latent_dim": model.latent_dim, "seed": seed,
+        "l1": float(measured["l1"].mean()), "psnr": float(measured["psnr"].mean()), "ssim": float(measured["ssim"].mean()),
+        "bits_per_dim": float(laplace_bits_per_dim(measured["abs_sum"], kl, scale, dims).mean()),
+        "laplace_scale": scale, "laplace_scale_fitted_on": scale_source,
+        "kl_per_image": float(kl.mean()),
+        "active_units": int((per_dim_kl > ACTIVE_UNIT_NATS).sum()),
+        "swd_images": n, "swd_x1e3": distances,
+    }
+    originals = faces.numpy(range(min(GRID_IMAGES, len(faces))))
+    grids = {"reconstructions": pairs_grid(originals, decode(model, encode(model, originals)[0])),
+             "samples": make_grid(samples[:64], cols=8)}
+    return report, grids
+
+
+def report_table(report: dict) -> str:
+    """The report as a markdown table (readable as plain text too)."""
+    swd_levels = [k for k in report["swd_x1e3"] if k != "avg"]
+    rows = [
+        ("images", f"{report['images']} ({report['data']}; {report['skipped']} unreadable skipped)"),
+        ("L1, mean abs error on [0, 1]", f"{report['l1']:.4f}"),
+        ("PSNR", f"{report['psnr']:.2f} dB"),
+        ("SSIM", f"{report['ssim']:.4f}"),
+        ("negative ELBO", f"{report['bits_per_dim']:.4f} bits/dim"),
+        ("Laplace scale b", f"{report['laplace_scale']:.4f} (fitted on {report['laplace_scale_fitted_on']})"),
+        ("KL per image", f"{report['kl_per_image']:.2f} nats"),
+        ("active units", f"{report['active_units']} of {report['latent_dim']} (mean KL > {ACTIVE_UNIT_NATS} nats)"),
+        *((f"SWD x1e3, {k} px", f"{report['swd_x1e3'][k]:.2f}") for k in swd_levels),
+        ("SWD x1e3, average", f"{report['swd_x1e3']['avg']:.2f} ({report['swd_images']} prior samples vs as many images)"),
+    ]
+    return "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def write_report(report: dict, grids: dict[str, np.ndarray], out: Path | str) -> None:
+    """report.json, report.md and the grid PNGs it shows, in `out`."""
+    out = Path(out)
+    for name, grid in grids.items():
+        save_png(grid, out / f"{name}.png", min_side=256)
+    write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
+    write_text_atomic(out / "report.md", f"""# Evaluation of {report['model']}
+
+{report_table(report)}
+
+L1, PSNR and SSIM compare each image with its reconstruction from the posterior mean, rounded to 8 bits.
+The negative ELBO uses one z drawn from q(z|x) per image and the Laplace likelihood that the L1 loss implies,
+p(x|z) = prod (1 / 2b) exp(-|x - x_hat| / b) on [0, 1], with b its maximum-likelihood value (mean |x - x_hat|)
+on {report['laplace_scale_fitted_on']}; bits per dimension of the 8-bit image, adding log2(255) for the bin width 1/255.
+Active units are latent dimensions whose mean KL over these images exceeds {ACTIVE_UNIT_NATS} nats.
+SWD is the sliced Wasserstein distance between random 7x7 patches of each Laplacian-pyramid level (Karras et al.
+2018) of {report['swd_images']} images and as many faces decoded from the prior; lower is better, and it is only
+comparable between evaluations on equally many images.
+
+## Reconstructions (rows of originals over rows of reconstructions)
+
+![reconstructions](reconstructions.png)
+
+## Samples from the prior
+
+![samples](samples.png)
+""")
+
+
+def default_out(model_arg) -> Path:
+    """Where a report goes when --out is not given: evaluation/ in the model's run folder."""
+    return _run_folder(model_arg).path / "evaluation"
