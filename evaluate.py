@@ -9,6 +9,8 @@ def main(argv):
     parser.add_argument("--out", help="folder for report.json, report.md and its grids; default: evaluation/ in the run folder")
     parser.add_argument("--num_samples", type=int, default=2048,
                         help="prior samples and real images compared by SWD (at most the folder's size)")
+    parser.add_argument("--prior", choices=["normal", "gmm"], default="normal",
+                        help="what the SWD samples are drawn from, as in sample.py: N(0, I), or the run's latent mixture")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prior samples, sampled z, image subset and SWD")
     parser.add_argument("--batch_size", type=int, default=128, help="images per forward pass")
     args = parser.parse_args(argv)
@@ -17,7 +19,7 @@ def main(argv):
     from vae.run_folder import load_model
 
     model = load_model(args.model, args.image_size, args.latent_dim)
-    report, grids = evaluate(model, args.model, args.data, args.num_samples, args.seed, args.batch_size)
+    report, grids = evaluate(model, args.model, args.data, args.num_samples, args.seed, args.batch_size, prior=args.prior)
     out = args.out or default_out(args.model)
     write_report(report, grids, out)
     print(report_table(report))

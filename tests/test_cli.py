@@ -82,3 +82,25 @@ def test_reconstruct_refuses_to_write_into_its_input(trained_run, where):
     result = run_script("reconstruct.py", "--model", out, "--input", images, "--output", target)
     assert result.returncode == 2 and "inside --input" in result.stderr
     assert not (images / "rec").exists() and not (images / "comparison.png").exists()
+
+
+def test_sample_from_the_latent_mixture_fitted_at_the_end_of_training(trained_run, tmp_path):
+    _, out, _ = trained_run
+    cache = out / "model_best.gmm.npz"
+    assert cache.exists() and cache.stat().st_mtime >= (out / "model_best.keras").stat().st_mtime
+    fitted = cache.read_bytes()
+    a = run_script("sample.py", "--model", out, "--prior", "gmm", "--num", "9", "--out", tmp_path / "a.png")
+    assert a.returncode == 0, a.stderr
+    assert cache.read_bytes() == fitted  # used, not refitted
+    normal = run_script("sample.py", "--model", out, "--num", "9", "--out", tmp_path / "n.png")
+    assert normal.returncode == 0, normal.stderr
+    assert (tmp_path / "a.png").read_bytes() != (tmp_path / "n.png").read_bytes()
+    # Without the cache (an older run), the mixture is fitted again from the run's training images, identically.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ["config.json", "split.json", "model_best.keras"]:
+        (copy / name).write_bytes((out / name).read_bytes())
+    b = run_script("sample.py", "--model", copy, "--prior", "gmm", "--num", "9", "--out", tmp_path / "b.png")
+    assert b.returncode == 0, b.stderr
+    assert (copy / "model_best.gmm.npz").exists()
+    assert (tmp_path / "b.png").read_bytes() == (tmp_path / "a.png").read_bytes()

@@ -8,7 +8,7 @@ from PIL import Image
 
 from vae.errors import UserError
 
-from conftest import TINY, blob_images, run_script, write_pngs
+from conftest import run_script
 
 DIMS = 32 * 32 * 3
 

@@ -2,9 +2,7 @@
 import numpy as np
 import pytest
 import keras
-from keras import ops
 
-import vae
 from vae.losses import kl_per_dim, l1_per_image
 from vae.model import VAE
 from vae.optimizer import make_optimizer

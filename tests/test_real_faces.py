@@ -1,5 +1,4 @@
 """Training on real anime faces (../shared/anime_faces) beats the untrained model; skipped without them."""
-import numpy as np
 import pytest
 
 from vae import data

@@ -7,6 +7,7 @@ from keras import layers
 # and how the decoder doubles the resolution ("nearest" upsampling + 3x3 conv, or a 4x4 stride-2 "transpose").
 ARCHITECTURES = {
     "conv": dict(norm=None, act="leaky_relu", blocks=0, up="nearest"),
+    "tconv": dict(norm=None, act="leaky_relu", blocks=0, up="transpose"),
     "keras_io": dict(norm="batch", act="leaky_relu", blocks=0, up="transpose"),
     "resnet": dict(norm="group", act="silu", blocks=1, up="transpose"),
 }

@@ -24,7 +24,7 @@ class Config:
     flip: bool = _opt(True, "random horizontal flips of training images")
     synthetic_num: int = _opt(6000, "number of synthetic faces rendered when --data is not given")
     # Model.
-    architecture: str = _opt("conv", "conv (the default); keras_io: the keras.io VAE example with BatchNorm and transposed convolutions; resnet: residual blocks with GroupNorm and SiLU", choices=["conv", "keras_io", "resnet"])
+    architecture: str = _opt("conv", "conv (the default); keras_io: the keras.io VAE example with BatchNorm and transposed convolutions; resnet: residual blocks with GroupNorm and SiLU", choices=["conv", "tconv", "keras_io", "resnet"])
     latent_dim: int = _opt(128, "dimension of the latent space")
     width: int = _opt(32, "channels of the first encoder convolution; doubled at each halving, up to 8x")
     beta: float = _opt(1.0, "weight of the KL term against the L1 reconstruction term")

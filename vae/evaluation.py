@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vae.data import FaceSet, find_images, load_faces
+from vae.data import FaceSet, load_faces
+from vae.density import latent_density
 from vae.errors import UserError
 from vae.files import write_text_atomic
 from vae.images import make_grid, pairs_grid, save_png
@@ -16,44 +17,21 @@ from vae.model import ACTIVE_UNIT_NATS
 from vae.prior import decode, prior_latents
 from vae.progress import progress_bar
 from vae.quality import laplace_bits_per_dim, laplace_scale, psnr, ssim, swd
-from vae.run_folder import RunFolder, run_config
+from vae.run_folder import run_data_folder, training_names, validation_names
 
 SCALE_IMAGES = 2000  # training images the Laplace scale is fitted on: enough for 3 digits, cheap to reconstruct
 SWD_IMAGES = 2048
 GRID_IMAGES = 32
 
 
-def _run_folder(model_arg) -> RunFolder:
-    path = Path(model_arg)
-    return RunFolder(path if path.is_dir() else path.parent)
-
-
-def _data_folder(model_arg) -> Path | None:
-    """The folder the run trained on (config.json's data, or the synthetic faces), if the run and folder exist."""
-    from vae.training import SYNTHETIC_DIR
-
-    cfg = run_config(model_arg)
-    if cfg is None:
-        return None
-    folder = Path(cfg.data) if cfg.data else SYNTHETIC_DIR
-    return folder if folder.is_dir() else None
-
-
-def _validation_names(model_arg) -> list[str]:
-    split = _run_folder(model_arg).split
-    if not split.exists():
-        raise UserError(f"{split} does not exist, so the run's validation images are unknown; pass --data")
-    return json.loads(split.read_text())["validation"]
-
-
 def evaluation_images(model_arg, data, size: int, progress: bool = True) -> tuple[FaceSet, str]:
     """The images to look at: all under `data`, or else the run's validation split; with a description of them."""
     if data is not None:
         return load_faces(data, size, progress=progress), f"all images under {data}"
-    folder = _data_folder(model_arg)
+    folder = run_data_folder(model_arg)
     if folder is None:
         raise UserError(f"cannot find the data folder of the run {model_arg} (config.json); pass --data")
-    names = _validation_names(model_arg)
+    names = validation_names(model_arg)
     if not names:
         raise UserError(f"the run {model_arg} has no validation images (split.json); pass --data")
     return load_faces(folder, size, progress=progress, names=names), f"the validation split of {folder}"
@@ -61,13 +39,10 @@ def evaluation_images(model_arg, data, size: int, progress: bool = True) -> tupl
 
 def _training_images(model_arg, size: int, progress: bool) -> tuple[FaceSet, str] | None:
     """Up to SCALE_IMAGES training images of the run, spread evenly over its sorted files; None if not found."""
-    folder = _data_folder(model_arg)
-    if folder is None or not _run_folder(model_arg).split.exists():
+    found = training_names(model_arg)
+    if found is None:
         return None
-    validation = set(_validation_names(model_arg))
-    names = [n for n in (p.relative_to(folder).as_posix() for p in find_images(folder)) if n not in validation]
-    if not names:
-        return None
+    folder, names = found
     chosen = [names[i] for i in np.unique(np.linspace(0, len(names) - 1, min(SCALE_IMAGES, len(names))).astype(int))]
     return load_faces(folder, size, progress=progress, names=chosen), f"{len(chosen)} training images of {folder}"
 
@@ -95,9 +70,12 @@ def _measure(model, faces: FaceSet, rng: np.random.Generator, batch_size: int, d
 
 
 def evaluate(model, model_arg, data=None, num_samples: int = SWD_IMAGES, seed: int = 0, batch_size: int = 128,
-             progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+             progress: bool = True, prior: str = "normal") -> tuple[dict, dict[str, np.ndarray]]:
     """The report (JSON-ready numbers) and its grids (reconstructions, samples) for a model loaded from `model_arg`
-    (its run folder or .keras file, where the run's data and split are found) on a folder."""
+    (its run folder or .keras file, where the run's data and split are found) on a folder.
+
+    `prior` is what the samples are drawn from, as in sample.py: normal, or gmm (the run's latent mixture).
+    """
     if num_samples < 1:
         raise UserError(f"--num_samples must be positive, got {num_samples}")
     if batch_size < 1:
@@ -120,7 +98,8 @@ def evaluate(model, model_arg, data=None, num_samples: int = SWD_IMAGES, seed: i
     per_dim_kl = measured["kl_dims"].mean(axis=0)
     n = min(num_samples, len(faces))
     real = faces.numpy(np.sort(np.random.default_rng([seed, 3]).choice(len(faces), n, replace=False)))
-    samples = decode(model, prior_latents(n, model.latent_dim, seed), batch_size)
+    density = latent_density(model, model_arg, progress) if prior == "gmm" else None
+    samples = decode(model, prior_latents(n, model.latent_dim, seed, density=density), batch_size)
     distances = swd(real, samples, seed)
 
     report = {
@@ -131,7 +110,7 @@ def evaluate(model, model_arg, data=None, num_samples: int = SWD_IMAGES, seed: i
         "laplace_scale": scale, "laplace_scale_fitted_on": scale_source,
         "kl_per_image": float(kl.mean()),
         "active_units": int((per_dim_kl > ACTIVE_UNIT_NATS).sum()),
-        "swd_images": n, "swd_x1e3": distances,
+        "swd_images": n, "swd_prior": prior, "swd_x1e3": distances,
     }
     originals = faces.numpy(range(min(GRID_IMAGES, len(faces))))
     grids = {"reconstructions": pairs_grid(originals, decode(model, encode(model, originals)[0])),
@@ -152,7 +131,8 @@ def report_table(report: dict) -> str:
         ("KL per image", f"{report['kl_per_image']:.2f} nats"),
         ("active units", f"{report['active_units']} of {report['latent_dim']} (mean KL > {ACTIVE_UNIT_NATS} nats)"),
         *((f"SWD x1e3, {k} px", f"{report['swd_x1e3'][k]:.2f}") for k in swd_levels),
-        ("SWD x1e3, average", f"{report['swd_x1e3']['avg']:.2f} ({report['swd_images']} prior samples vs as many images)"),
+        ("SWD x1e3, average", f"{report['swd_x1e3']['avg']:.2f} ({report['swd_images']} samples from the {report['swd_prior']} prior "
+                              "vs as many images)"),
     ]
     return "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
@@ -188,4 +168,5 @@ comparable between evaluations on equally many images.
 
 def default_out(model_arg) -> Path:
     """Where a report goes when --out is not given: evaluation/ in the model's run folder."""
-    return _run_folder(model_arg).path / "evaluation"
+    path = Path(model_arg)
+    return (path if path.is_dir() else path.parent) / "evaluation"

@@ -22,12 +22,14 @@ def encode(model, images, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray
     return np.asarray(mean), np.asarray(log_var)
 
 
-def encode_faces(model, faces: FaceSet, batch_size: int = 256, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """encode() over a whole FaceSet, in batches so a large folder never sits in memory as floats."""
+def encode_faces(model, faces: FaceSet, batch_size: int = 256, progress: bool = True,
+                 indices=None) -> tuple[np.ndarray, np.ndarray]:
+    """encode() over a FaceSet (or its `indices`), in batches so a large folder never sits in memory as floats."""
+    indices = np.arange(len(faces)) if indices is None else np.asarray(indices)
     means, log_vars = [], []
-    with progress_bar(len(faces), "encoding", progress) as bar:
-        for start in range(0, len(faces), batch_size):
-            mean, log_var = encode(model, faces.numpy(range(start, min(start + batch_size, len(faces)))), batch_size)
+    with progress_bar(len(indices), "encoding", progress) as bar:
+        for start in range(0, len(indices), batch_size):
+            mean, log_var = encode(model, faces.numpy(indices[start : start + batch_size]), batch_size)
             means.append(mean)
             log_vars.append(log_var)
             bar.update(len(mean))

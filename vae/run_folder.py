@@ -14,7 +14,7 @@ from vae.files import atomic_path, write_text_atomic
 
 # Everything training writes; --overwrite removes these and nothing else.
 OWN_FILES = ["config.json", "state.json", "model_best.keras", "model_last.keras", "history.csv", "loss_curve.png",
-             "split.json", "skipped.txt"]
+             "split.json", "skipped.txt", "model_best.gmm.npz"]
 OWN_DIRS = ["samples", "reconstructions", "checkpoints", "logs"]
 
 
@@ -159,3 +159,36 @@ def run_config(path: Path | str) -> Config | None:
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     return Config.load(folder / "config.json") if (folder / "config.json").exists() else None
+
+
+def run_data_folder(path: Path | str) -> Path | None:
+    """The folder a model's run trained on (config.json's data, or the synthetic faces), if both exist."""
+    from vae.training import SYNTHETIC_DIR
+
+    cfg = run_config(path)
+    if cfg is None:
+        return None
+    folder = Path(cfg.data) if cfg.data else SYNTHETIC_DIR
+    return folder if folder.is_dir() else None
+
+
+def validation_names(path: Path | str) -> list[str]:
+    """The validation files (relative to the data folder) of a model's run, from split.json."""
+    path = Path(path)
+    split = RunFolder(path if path.is_dir() else path.parent).split
+    if not split.exists():
+        raise UserError(f"{split} does not exist, so the run's validation images are unknown; pass --data")
+    return json.loads(split.read_text())["validation"]
+
+
+def training_names(path: Path | str) -> tuple[Path, list[str]] | None:
+    """(data folder, its training files) of a model's run: every image there but the validation split; None if unknown."""
+    from vae.data import find_images
+
+    folder = run_data_folder(path)
+    path = Path(path)
+    if folder is None or not RunFolder(path if path.is_dir() else path.parent).split.exists():
+        return None
+    validation = set(validation_names(path))
+    names = [n for n in (p.relative_to(folder).as_posix() for p in find_images(folder)) if n not in validation]
+    return (folder, names) if names else None

@@ -15,6 +15,7 @@ import tensorflow as tf
 from vae import data as data_lib
 from vae.callbacks import EpochBar, NonFiniteStop, StepCheckpoint, TimeBudget
 from vae.config import Config
+from vae.density import density_path, fit_density
 from vae.device import prefetch_device, resolve_jit, use_precision
 from vae.distribute import barrier, is_chief, make_strategy
 from vae.errors import UserError
@@ -23,7 +24,7 @@ from vae.images import make_grid, pairs_grid, save_png
 from vae.model import VAE
 from vae.optimizer import current_learning_rate, make_optimizer
 from vae.plots import plot_history
-from vae.run_folder import RunFolder
+from vae.run_folder import RunFolder, load_model
 from vae.tensorboard import TensorBoardLog
 
 SYNTHETIC_DIR = Path(__file__).resolve().parent.parent / "data" / "synthetic"
@@ -150,6 +151,10 @@ class Trainer:
             say(epoch_line(row, cfg.num_epochs))
             if state["finished"]:
                 break
+        if self.scratch is None:
+            # Fitted now, while the training faces are decoded, so `sample.py --prior gmm` starts at once.
+            best = load_model(self.folder.best_model)
+            fit_density(best, self.faces, self.train_idx, progress=False).save(density_path(self.folder.best_model))
         where = f"models in {self.folder.path}" if self.scratch is None else f"the chief wrote the models to {self.cfg.out}"
         say(f"done: {state['finished']}; best validation loss {state['best_val_loss']:.2f}; {where}")
         return self.folder
