@@ -1,5 +1,5 @@
 """Evaluate a trained VAE on a folder (default: its run's validation split): L1, PSNR, SSIM, bits/dim, KL, active units, SWD."""
-from vae.cli import add_model_flags, make_parser, run
+from vae.cli import add_model_flags, add_prior_flag, make_parser, run
 
 
 def main(argv):
@@ -9,8 +9,7 @@ def main(argv):
     parser.add_argument("--out", help="folder for report.json, report.md and its grids; default: evaluation/ in the run folder")
     parser.add_argument("--num_samples", type=int, default=2048,
                         help="prior samples and real images compared by SWD (at most the folder's size)")
-    parser.add_argument("--prior", choices=["normal", "gmm"], default="normal",
-                        help="what the SWD samples are drawn from, as in sample.py: N(0, I), or the run's latent mixture")
+    add_prior_flag(parser, "what the SWD samples are drawn from")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prior samples, sampled z, image subset and SWD")
     parser.add_argument("--batch_size", type=int, default=128, help="images per forward pass")
     args = parser.parse_args(argv)

@@ -1,5 +1,5 @@
 """Explore a trained VAE's latent space: interpolate between faces, traverse dimensions, encode a folder."""
-from vae.cli import add_model_flags, make_parser, run
+from vae.cli import add_model_flags, add_prior_flag, make_parser, run
 
 
 def main(argv):
@@ -12,6 +12,7 @@ def main(argv):
     which.add_argument("--random", type=int, metavar="PAIRS", help="this many pairs of random prior points, one per row")
     interpolate.add_argument("--steps", type=int, default=10, help="faces along each interpolation, ends included")
     interpolate.add_argument("--seed", type=int, default=0, help="seed of the prior points (with --random)")
+    add_prior_flag(interpolate, "what the --random points are drawn from")
     interpolate.add_argument("--out", default="interpolation.png", help="strip PNG; the GIF goes beside it with .gif")
     traverse = commands.add_parser("traverse", **shown, help="a grid moving the most informative latent dimensions one at a time")
     traverse.add_argument("--data", help="folder whose mean KL ranks the dimensions; default: the run's validation split")
@@ -32,6 +33,7 @@ def main(argv):
     from pathlib import Path
 
     from vae import latent
+    from vae.density import prior_density
     from vae.errors import UserError
     from vae.images import save_gif, save_png
     from vae.run_folder import load_model
@@ -43,7 +45,8 @@ def main(argv):
         if args.images is not None:
             strip, frames = latent.interpolate_images(model, args.images, args.steps)
         else:
-            strip, frames = latent.interpolate_prior(model, args.random, args.steps, args.seed)
+            density = prior_density(model, args.model, args.prior)
+            strip, frames = latent.interpolate_prior(model, args.random, args.steps, args.seed, density)
         gif = Path(args.out).with_suffix(".gif")
         save_png(strip, args.out, min_side=256)
         save_gif(frames, gif)

@@ -2,7 +2,7 @@
 import math
 from pathlib import Path
 
-from vae.cli import add_model_flags, make_parser, run
+from vae.cli import add_model_flags, add_prior_flag, make_parser, run
 
 
 def main(argv):
@@ -11,20 +11,18 @@ def main(argv):
     parser.add_argument("--num", type=int, default=64, help="number of faces")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent draws; the same seed gives the same faces")
     parser.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's standard deviation; below 1 gives cleaner, less varied faces")
-    parser.add_argument("--prior", choices=["normal", "gmm"], default="normal",
-                        help="normal: N(0, I), the VAE's prior; gmm: a Gaussian mixture fitted to the latent means of the "
-                             "run's training images (fitted once, cached beside the model)")
+    add_prior_flag(parser, "what the faces are drawn from")
     parser.add_argument("--out", default="samples.png", help="grid PNG to write")
     parser.add_argument("--individual", metavar="DIR", help="also write each face as DIR/face_NNNN.png")
     args = parser.parse_args(argv)
 
-    from vae.density import latent_density
+    from vae.density import prior_density
     from vae.images import make_grid, save_png
     from vae.prior import decode, prior_latents
     from vae.run_folder import load_model
 
     model = load_model(args.model, args.image_size, args.latent_dim)
-    density = latent_density(model, args.model) if args.prior == "gmm" else None
+    density = prior_density(model, args.model, args.prior)
     faces = decode(model, prior_latents(args.num, model.latent_dim, args.seed, args.temperature, density))
     if args.individual:
         for i, face in enumerate(faces):

@@ -215,17 +215,19 @@ def test_a_model_of_another_size_than_asked_is_refused(tmp_path, capsys, model_f
     assert not (tmp_path / "grid.png").exists() and not (tmp_path / "rec").exists()
 
 
-def test_a_model_of_the_size_asked_is_used(tmp_path, model_file):
+def test_a_model_of_the_size_asked_is_used(tmp_path, capsys, model_file):
     run(MAIN["sample"], ["--model", str(model_file), "--image_size", "32", "--latent_dim", "8", "--num", "4",
                          "--out", str(tmp_path / "grid.png")])
     assert np.asarray(Image.open(tmp_path / "grid.png")).shape[0] >= 256
+    # A bare .keras file has no run to fit the latent mixture on: the default prior falls back to N(0, I), saying so.
+    assert "drawing from N(0, I)" in capsys.readouterr().err
 
 
 def test_sample_writes_its_grid_last(tmp_path, capsys, model_file):
     """The grid is what marks a finished sample.py; when writing the single faces fails, there is none."""
     (tmp_path / "taken").write_text("a file where the faces' folder should go")
     with pytest.raises(SystemExit) as exit:
-        run(MAIN["sample"], ["--model", str(model_file), "--num", "4", "--individual", str(tmp_path / "taken"),
+        run(MAIN["sample"], ["--model", str(model_file), "--prior", "normal", "--num", "4", "--individual", str(tmp_path / "taken"),
                              "--out", str(tmp_path / "grid.png")])
     err = capsys.readouterr().err
     assert exit.value.code == 1 and len(err.splitlines()) == 1 and "taken" in err, err

@@ -93,10 +93,10 @@ def test_free_bits_raise_the_objective_when_kl_is_small():
 def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
     model = tiny_vae()
     images = blob_images(16, 32)
-    before = model.evaluate(images, batch_size=16, return_dict=True, verbose=0)["loss"]
-    model.fit(images, batch_size=16, epochs=60, verbose=0, shuffle=False)
-    after = model.evaluate(images, batch_size=16, return_dict=True, verbose=0)["loss"]
-    assert after < 0.8 * before
+    # The training-mode loss of each epoch's single step: BatchNorm's moving averages, which evaluate() uses,
+    # still lag after 60 steps.
+    losses = model.fit(images, batch_size=16, epochs=60, verbose=0, shuffle=False).history["loss"]
+    assert losses[-1] < 0.8 * losses[0]
 
 
 def test_non_finite_steps_are_skipped_and_counted():

@@ -27,6 +27,14 @@ def make_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_prior_flag(parser, purpose: str) -> None:
+    """--prior: what random latents are drawn from."""
+    parser.add_argument("--prior", choices=["normal", "gmm"],
+                        help=f"{purpose}: gmm, a Gaussian mixture fitted to the latent means of the run's training images "
+                             "(fitted once, cached beside the model); or normal, N(0, I); default: gmm when the run's "
+                             "mixture or training images are found, else normal")
+
+
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """--model, and the optional --image_size and --latent_dim that it must then match."""
     parser.add_argument("--model", required=True, help="run folder (its best model) or a .keras file")

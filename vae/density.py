@@ -1,7 +1,10 @@
 """The latent density of a trained run: a Gaussian mixture over its training images' latent means, fitted once and cached."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import numpy as np
 
 from vae.data import FaceSet, load_faces
 from vae.errors import UserError
@@ -10,6 +13,7 @@ from vae.latent import encode_faces
 from vae.run_folder import model_path, training_names
 
 COMPONENTS = 10  # as in Ghosh et al. 2020; more components mostly memorise a small training set
+FIT_IMAGES = 10_000  # images encoded for the fit: plenty for 10 components, and seconds rather than minutes on a CPU
 
 
 def density_path(model_file: Path) -> Path:
@@ -34,6 +38,23 @@ def latent_density(model, model_arg, progress: bool = True) -> GaussianMixture:
 
 
 def fit_density(model, faces: FaceSet, indices=None, progress: bool = True) -> GaussianMixture:
-    """The mixture over the posterior means of `faces` (or of its `indices`)."""
+    """The mixture over the posterior means of `faces` (or of its `indices`), at most FIT_IMAGES of them spread evenly."""
+    indices = np.arange(len(faces)) if indices is None else np.asarray(indices)
+    indices = indices[np.unique(np.linspace(0, len(indices) - 1, min(FIT_IMAGES, len(indices))).astype(int))]
     means, _ = encode_faces(model, faces, progress=progress, indices=indices)
     return GaussianMixture.fit(means, COMPONENTS, seed=0)
+
+
+def prior_density(model, model_arg, prior: str | None, progress: bool = True) -> GaussianMixture | None:
+    """What random latents are drawn from: the mixture ("gmm"), None for N(0, I) ("normal"); with no --prior
+    given (None), the mixture when the run has one or its training images are found, else N(0, I) with a note."""
+    if prior == "normal":
+        return None
+    try:
+        return latent_density(model, model_arg, progress)
+    except UserError:
+        if prior == "gmm":
+            raise
+        print(f"note: no latent mixture for {model_arg} (its run's training images were not found); drawing from N(0, I)",
+              file=sys.stderr)
+        return None

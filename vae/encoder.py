@@ -4,8 +4,6 @@ import math
 import keras
 from keras import layers, ops
 
-from vae.blocks import norm_act, residual_blocks, spec
-
 LOG_VAR_RANGE = (-10.0, 10.0)  # sigma from 0.007 to 150: wide enough for any sane posterior, keeps exp() finite
 
 
@@ -30,18 +28,23 @@ def level_channels(image_size: int, width: int) -> list[int]:
     return [width * min(2**i, 8) for i in range(int(math.log2(image_size // 4)))]
 
 
-def build_encoder(image_size: int, latent_dim: int, width: int, architecture: str = "conv") -> keras.Model:
+def batch_norm_leaky_relu(x):
+    """BatchNorm then LeakyReLU(0.2), after every convolution but the last of each network.
+
+    BatchNorm is synchronized across tf.distribute replicas, so N GPUs normalise over the same global batch
+    as one GPU does (on one device it is plain BatchNorm).
+    """
+    x = layers.BatchNormalization(synchronized=True)(x)
+    return layers.LeakyReLU(0.2)(x)
+
+
+def build_encoder(image_size: int, latent_dim: int, width: int) -> keras.Model:
     """Functional model: image in [0, 1] -> (z_mean, z_log_var); 4x4 stride-2 convolutions halve the resolution."""
-    arch = spec(architecture)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = inputs
     for i, channels in enumerate(level_channels(image_size, width)):
-        if arch["blocks"] and i:
-            x = norm_act(x, arch)  # pre-activation: the residual stream itself stays linear
         x = layers.Conv2D(channels, 4, strides=2, padding="same", name=f"down{i}")(x)
-        x = residual_blocks(x, arch) if arch["blocks"] else norm_act(x, arch)
-    if arch["blocks"]:
-        x = norm_act(x, arch)
+        x = batch_norm_leaky_relu(x)
     x = layers.Flatten()(x)
     # Heads in float32: the KL term and exp(log_var) need the range, also under mixed precision.
     z_mean = layers.Dense(latent_dim, name="z_mean", dtype="float32")(x)

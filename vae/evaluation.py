@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from vae.data import FaceSet, load_faces
-from vae.density import latent_density
+from vae.density import prior_density
 from vae.errors import UserError
 from vae.files import write_text_atomic
 from vae.images import make_grid, pairs_grid, save_png
@@ -70,11 +70,12 @@ def _measure(model, faces: FaceSet, rng: np.random.Generator, batch_size: int, d
 
 
 def evaluate(model, model_arg, data=None, num_samples: int = SWD_IMAGES, seed: int = 0, batch_size: int = 128,
-             progress: bool = True, prior: str = "normal") -> tuple[dict, dict[str, np.ndarray]]:
+             progress: bool = True, prior: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """The report (JSON-ready numbers) and its grids (reconstructions, samples) for a model loaded from `model_arg`
     (its run folder or .keras file, where the run's data and split are found) on a folder.
 
-    `prior` is what the samples are drawn from, as in sample.py: normal, or gmm (the run's latent mixture).
+    `prior` is what the samples are drawn from, as in sample.py: normal, gmm (the run's latent mixture), or None
+    (the mixture when it can be had).
     """
     if num_samples < 1:
         raise UserError(f"--num_samples must be positive, got {num_samples}")
@@ -98,7 +99,7 @@ def evaluate(model, model_arg, data=None, num_samples: int = SWD_IMAGES, seed: i
     per_dim_kl = measured["kl_dims"].mean(axis=0)
     n = min(num_samples, len(faces))
     real = faces.numpy(np.sort(np.random.default_rng([seed, 3]).choice(len(faces), n, replace=False)))
-    density = latent_density(model, model_arg, progress) if prior == "gmm" else None
+    density = prior_density(model, model_arg, prior, progress)
     samples = decode(model, prior_latents(n, model.latent_dim, seed, density=density), batch_size)
     distances = swd(real, samples, seed)
 
@@ -110,7 +111,7 @@ def evaluate(model, model_arg, data=None, num_samples: int = SWD_IMAGES, seed: i
         "laplace_scale": scale, "laplace_scale_fitted_on": scale_source,
         "kl_per_image": float(kl.mean()),
         "active_units": int((per_dim_kl > ACTIVE_UNIT_NATS).sum()),
-        "swd_images": n, "swd_prior": prior, "swd_x1e3": distances,
+        "swd_images": n, "swd_prior": "normal" if density is None else "gmm", "swd_x1e3": distances,
     }
     originals = faces.numpy(range(min(GRID_IMAGES, len(faces))))
     grids = {"reconstructions": pairs_grid(originals, decode(model, encode(model, originals)[0])),

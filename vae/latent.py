@@ -78,11 +78,12 @@ def interpolate_images(model, paths: list[str], steps: int) -> tuple[np.ndarray,
     return strip, frames
 
 
-def interpolate_prior(model, pairs: int, steps: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Between `pairs` pairs of random prior points: a grid with one pair per row, and GIF frames with the pairs side by side."""
+def interpolate_prior(model, pairs: int, steps: int, seed: int, density=None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Between `pairs` pairs of random prior points (from `density` if given): a grid with one pair per row, and GIF
+    frames with the pairs side by side."""
     if pairs <= 0:
         raise UserError(f"--random must be positive, got {pairs}")
-    ends = prior_latents(2 * pairs, model.latent_dim, seed)
+    ends = prior_latents(2 * pairs, model.latent_dim, seed, density=density)
     t = np.linspace(0.0, 1.0, _check_steps(steps))
     faces = decode(model, np.concatenate([slerp(ends[2 * i], ends[2 * i + 1], t) for i in range(pairs)]))
     rows = faces.reshape(pairs, steps, *faces.shape[1:])

@@ -59,11 +59,9 @@ class VAE(keras.Model):
     """
 
     def __init__(
-        self, image_size=64, latent_dim=128, width=32, beta=1.0, kl_warmup_steps=0, free_bits=0.0, seed=None,
-        architecture="conv", **kwargs
+        self, image_size=64, latent_dim=128, width=32, beta=1.0, kl_warmup_steps=0, free_bits=0.0, seed=None, **kwargs
     ):
         super().__init__(**kwargs)
-        self.architecture = architecture
         self.image_size = image_size
         self.latent_dim = latent_dim
         self.width = width
@@ -71,8 +69,8 @@ class VAE(keras.Model):
         self.kl_warmup_steps = kl_warmup_steps
         self.free_bits = free_bits
         self.seed = seed
-        self.encoder = build_encoder(image_size, latent_dim, width, architecture)
-        self.decoder = build_decoder(image_size, latent_dim, width, architecture)
+        self.encoder = build_encoder(image_size, latent_dim, width)
+        self.decoder = build_decoder(image_size, latent_dim, width)
         self.sampling = Sampling(seed=seed, name="sampling")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.recon_tracker = keras.metrics.Mean(name="recon")
@@ -180,5 +178,4 @@ class VAE(keras.Model):
             "kl_warmup_steps": self.kl_warmup_steps,
             "free_bits": self.free_bits,
             "seed": self.seed,
-            "architecture": self.architecture,
         }

@@ -15,7 +15,7 @@ import tensorflow as tf
 from vae import data as data_lib
 from vae.callbacks import EpochBar, NonFiniteStop, StepCheckpoint, TimeBudget
 from vae.config import Config
-from vae.density import density_path, fit_density
+from vae.density import FIT_IMAGES, density_path, fit_density
 from vae.device import prefetch_device, resolve_jit, use_precision
 from vae.distribute import barrier, is_chief, make_strategy
 from vae.errors import UserError
@@ -153,6 +153,7 @@ class Trainer:
                 break
         if self.scratch is None:
             # Fitted now, while the training faces are decoded, so `sample.py --prior gmm` starts at once.
+            say(f"fitting the latent mixture of sample.py --prior gmm on {min(FIT_IMAGES, len(self.train_idx))} training images")
             best = load_model(self.folder.best_model)
             fit_density(best, self.faces, self.train_idx, progress=False).save(density_path(self.folder.best_model))
         where = f"models in {self.folder.path}" if self.scratch is None else f"the chief wrote the models to {self.cfg.out}"
@@ -218,7 +219,6 @@ def build_model(cfg: Config, steps_per_epoch: int, strategy: tf.distribute.Strat
             kl_warmup_steps=int(round(cfg.kl_warmup_epochs * steps_per_epoch)),
             free_bits=cfg.free_bits,
             seed=cfg.seed,
-            architecture=cfg.architecture,
         )
         model.compile(
             optimizer=make_optimizer(
