@@ -92,7 +92,7 @@ def test_sample_from_the_latent_mixture_fitted_at_the_end_of_training(trained_ru
     a = run_script("sample.py", "--model", out, "--prior", "gmm", "--num", "9", "--out", tmp_path / "a.png")
     assert a.returncode == 0, a.stderr
     assert cache.read_bytes() == fitted  # used, not refitted
-    normal = run_script("sample.py", "--model", out, "--num", "9", "--out", tmp_path / "n.png")
+    normal = run_script("sample.py", "--model", out, "--prior", "normal", "--num", "9", "--out", tmp_path / "n.png")
     assert normal.returncode == 0, normal.stderr
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "n.png").read_bytes()
     # Without the cache (an older run), the mixture is fitted again from the run's training images, identically.

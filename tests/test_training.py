@@ -75,7 +75,8 @@ def test_learning_rate_1000_from_scratch_fails_cleanly_with_a_loadable_model(tmp
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
-    assert "NaN" in lines[0] or "nan" in lines[0]
+    # Either guard may stop it first: non-finite steps, or a finite validation loss ten times the untrained one.
+    assert "NaN" in lines[0] or "validation loss is" in lines[0]
     assert "learning rate 1000 is likely too high" in lines[0] and "--learning_rate 0.001" in lines[0]
     model = keras.saving.load_model(out / "model_last.keras", compile=False)
     faces = model.decoder.predict(np.zeros((2, 8), "float32"), verbose=0)
@@ -97,7 +98,7 @@ def read_events(logdir):
 
 def test_tensorboard_plot_history_and_kl_warmup(tmp_path, image_folder):
     out = tmp_path / "run"
-    train(tiny_config(image_folder, out, num_epochs=3, kl_warmup_epochs=2))
+    train(tiny_config(image_folder, out, num_epochs=3, kl_warmup_epochs=2, beta=1.0))
     events = read_events(out / "logs")
     for tag in ["loss", "recon", "kl", "beta", "learning_rate", "val_active_units", "images_per_second", "val_psnr"]:
         assert events[(tag, "scalars")] == [1, 2, 3], tag
