@@ -66,6 +66,20 @@ def trained_run(tmp_path_factory):
     return images, run, result
 
 
+@pytest.fixture(scope="session")
+def trained(trained_run):
+    """(images, run folder) of trained_run."""
+    return trained_run[:2]
+
+
+@pytest.fixture(scope="session")
+def model(trained):
+    """trained_run's best model, loaded once."""
+    from vae.run_folder import load_model
+
+    return load_model(trained[1])
+
+
 def kill_when(args, ready, timeout=240, env=None):
     """Start a project script, SIGKILL it as soon as ready() is true (polled every 10 ms); return ready()'s last value."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}

@@ -14,18 +14,6 @@ DIMS = 32 * 32 * 3
 
 
 @pytest.fixture(scope="module")
-def trained(trained_run):
-    return trained_run[:2]
-
-
-@pytest.fixture(scope="module")
-def model(trained):
-    from vae.run_folder import load_model
-
-    return load_model(trained[1])
-
-
-@pytest.fixture(scope="module")
 def report(trained, model):
     from vae.evaluation import evaluate
 

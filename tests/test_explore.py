@@ -9,18 +9,6 @@ from vae.images import save_gif
 from conftest import run_script
 
 
-@pytest.fixture(scope="module")
-def trained(trained_run):
-    return trained_run[:2]
-
-
-@pytest.fixture(scope="module")
-def model(trained):
-    from vae.run_folder import load_model
-
-    return load_model(trained[1])
-
-
 def tile(grid, row, col, size=32, gap=2):
     """The image at (row, col) of a vae.images.make_grid grid."""
     top, left = gap + row * (size + gap), gap + col * (size + gap)
