@@ -1,5 +1,5 @@
 """Evaluate a trained VAE on a folder (default: its run's validation split): L1, PSNR, SSIM, bits/dim, KL, active units, SWD."""
-from vae.cli import add_model_flags, add_prior_flag, make_parser, run
+from vae.cli import add_model_flags, add_prior_flag, make_parser, positive_int, run, seed_int
 
 
 def main(argv):
@@ -7,21 +7,24 @@ def main(argv):
     add_model_flags(parser)
     parser.add_argument("--data", help="folder of images, searched recursively; default: the run's validation split")
     parser.add_argument("--out", help="folder for report.json, report.md and its grids; default: evaluation/ in the run folder")
-    parser.add_argument("--num_samples", type=int, default=2048,
+    parser.add_argument("--num_samples", type=positive_int, default=2048,
                         help="prior samples and real images compared by SWD (at most the folder's size)")
     add_prior_flag(parser, "what the SWD samples are drawn from")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the prior samples, sampled z, image subset and SWD")
-    parser.add_argument("--batch_size", type=int, default=128, help="images per forward pass")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the prior samples, sampled z, image subset and SWD")
+    parser.add_argument("--batch_size", type=positive_int, default=128, help="images per forward pass")
     args = parser.parse_args(argv)
 
-    from vae.evaluation import default_out, evaluate, report_table, write_report
-    from vae.run_folder import load_model
+    from vae.evaluation.report import evaluate, report_table, write_report
+    from vae.run import Run
 
-    model = load_model(args.model, args.image_size, args.latent_dim)
-    report, grids = evaluate(model, args.model, args.data, args.num_samples, args.seed, args.batch_size, prior=args.prior)
-    out = args.out or default_out(args.model)
+    run_ = Run.open(args.model)
+    model = run_.load_model(args.image_size, args.latent_dim)
+    report, grids = evaluate(model, run_, args.data, args.num_samples, args.seed, args.batch_size, prior=args.prior)
+    out = args.out or run_.evaluation
     write_report(report, grids, out)
     print(report_table(report))
+    if report["swd_warning"]:
+        print(f"warning: {report['swd_warning']}")
     print(f"wrote report.json, report.md and its grids to {out}")
 
 

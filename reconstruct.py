@@ -1,5 +1,5 @@
 """Reconstruct every image of a folder with a trained VAE: PNGs, a comparison grid and per-image metrics."""
-from vae.cli import add_model_flags, make_parser, run
+from vae.cli import add_model_flags, make_parser, positive_int, run
 
 
 def main(argv):
@@ -8,14 +8,14 @@ def main(argv):
     parser.add_argument("--input", required=True, help="folder of images, searched recursively; never written to")
     parser.add_argument("--output", required=True, help="folder for reconstructions (same relative paths, .png), comparison.png, "
                         "and metrics.csv, written last: a folder without it is incomplete")
-    parser.add_argument("--batch_size", type=int, default=128, help="images per forward pass")
+    parser.add_argument("--batch_size", type=positive_int, default=128, help="images per forward pass")
     args = parser.parse_args(argv)
 
-    from vae.data import skipped_summary
-    from vae.reconstruction import reconstruct_folder
-    from vae.run_folder import load_model
+    from vae.data.decode import skipped_summary
+    from vae.evaluation.reconstruction import reconstruct_folder
+    from vae.run import Run
 
-    model = load_model(args.model, args.image_size, args.latent_dim)
+    model = Run.open(args.model).load_model(args.image_size, args.latent_dim)
     result = reconstruct_folder(model, args.input, args.output, args.batch_size)
     if result["skipped"]:
         print(f"warning: {skipped_summary(result['skipped'], result['images'] + len(result['skipped']))}")

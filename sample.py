@@ -1,35 +1,30 @@
 """Draw random faces from a trained VAE's latent prior: a grid PNG, and optionally one PNG per face."""
-import math
-from pathlib import Path
+from vae.cli import add_model_flags, add_prior_flag, check_suffix, make_parser, positive_float, positive_int, run, seed_int
 
-from vae.cli import add_model_flags, add_prior_flag, make_parser, run
+GRID_MAX = 1024  # faces shown in the grid at most (32 x 32); --individual writes every face
 
 
 def main(argv):
     parser = make_parser(__doc__)
     add_model_flags(parser)
-    parser.add_argument("--num", type=int, default=64, help="number of faces")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the latent draws; the same seed gives the same faces")
-    parser.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's standard deviation; below 1 gives cleaner, less varied faces")
+    parser.add_argument("--num", type=positive_int, default=64, help=f"number of faces; the grid shows the first {GRID_MAX} at most")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the latent draws; the same seed gives the same faces")
+    parser.add_argument("--temperature", type=positive_float, default=1.0,
+                        help="scale of the prior's standard deviation; below 1 gives cleaner, less varied faces")
     add_prior_flag(parser, "what the faces are drawn from")
     parser.add_argument("--out", default="samples.png", help="grid PNG to write")
-    parser.add_argument("--individual", metavar="DIR", help="also write each face as DIR/face_NNNN.png")
+    parser.add_argument("--individual", metavar="DIR", help="also write each face as DIR/face_NNNNNN.png")
     args = parser.parse_args(argv)
+    out = check_suffix("--out", args.out, ".png", "sample.py")
 
-    from vae.density import prior_density
-    from vae.images import make_grid, save_png
-    from vae.prior import decode, prior_latents
-    from vae.run_folder import load_model
+    from vae.evaluation.latent import sample_faces
+    from vae.run import Run
 
-    model = load_model(args.model, args.image_size, args.latent_dim)
-    density = prior_density(model, args.model, args.prior)
-    faces = decode(model, prior_latents(args.num, model.latent_dim, args.seed, args.temperature, density))
-    if args.individual:
-        for i, face in enumerate(faces):
-            save_png(face, Path(args.individual) / f"face_{i:04d}.png")
-    # The grid comes last: once it exists, everything asked for was written.
-    save_png(make_grid(faces, cols=math.ceil(math.sqrt(args.num))), args.out, min_side=256)
-    print(f"wrote {args.num} faces to {args.out}" + (f" and {args.individual}/" if args.individual else ""))
+    run_ = Run.open(args.model)
+    model = run_.load_model(args.image_size, args.latent_dim)
+    sample_faces(model, run_.prior(model, args.prior), out, args.num, args.seed, args.temperature, args.individual, GRID_MAX)
+    shown = f" (the grid shows the first {GRID_MAX})" if args.num > GRID_MAX else ""
+    print(f"wrote {args.num} faces to {out}{shown}" + (f" and {args.individual}/" if args.individual else ""))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ def main(argv):
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
 
-    from vae.training import train
+    from vae.training.trainer import train
 
     train(cfg, overwrite=args.overwrite)
 

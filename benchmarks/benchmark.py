@@ -21,18 +21,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-import numpy as np  # noqa: E402
-
-import vae  # noqa: E402,F401  (quiet TensorFlow start)
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from vae import data  # noqa: E402
+import vae.model  # noqa: E402,F401  (quiet TensorFlow start)
 from vae.config import Config  # noqa: E402
-from vae.flops import TRAINING_FACTOR, model_flops, vae_training_flops  # noqa: E402
-from vae.prior import decode, prior_latents  # noqa: E402
-from vae.reconstruction import reconstruct_folder  # noqa: E402
-from vae.training import build_model  # noqa: E402
+from vae.data import dataset as data  # noqa: E402
+from vae.evaluation.reconstruction import reconstruct_folder  # noqa: E402
+from vae.model.flops import TRAINING_FACTOR, model_flops, vae_training_flops  # noqa: E402
+from vae.model.prior import prior_latents  # noqa: E402
+from vae.model.vae import decode  # noqa: E402
+from vae.training.trainer import build_model  # noqa: E402
 
 SHARED_FACES = ROOT.parent / "shared" / "anime_faces"
 SECTIONS = ("matmul", "training", "options", "reference", "pipeline", "sampling", "synthetic", "memory")
@@ -100,7 +100,7 @@ def jpeg_folder(num: int) -> Path:
     else:
         from PIL import Image
 
-        from vae.synthetic import render_face
+        from vae.data.synthetic import render_face
 
         for i in range(num):
             Image.fromarray(render_face(0, i)).save(folder / f"{i:06d}.jpg", quality=90)
@@ -176,7 +176,7 @@ def main(argv=None):
             rate = result["images"] / (time.perf_counter() - start)
         report("reconstruct (decode, forward, PNG + metrics): images/s", rate, "img/s")
     if "synthetic" in todo:
-        from vae.synthetic import render_face
+        from vae.data.synthetic import render_face
 
         counter = iter(range(10**6))
         rate = best_rate(lambda: [render_face(0, next(counter)) for _ in range(300)], 300)

@@ -75,9 +75,9 @@ def trained(trained_run):
 @pytest.fixture(scope="session")
 def model(trained):
     """trained_run's best model, loaded once."""
-    from vae.run_folder import load_model
+    from vae.run import Run
 
-    return load_model(trained[1])
+    return Run.open(trained[1]).load_model()
 
 
 def kill_when(args, ready, timeout=240, env=None):

@@ -6,16 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-import vae
-from vae import data
-from vae.cli import run
-from vae.errors import UserError
-from vae.reconstruction import reconstruct_folder
-
 from bad_files import BROKEN, IGNORED, RED, TOO_SMALL, USABLE, halves, noise, write_all
 from conftest import ROOT, TINY, blob_images, run_script, write_pngs
+from PIL import Image
+
+import vae.model
+from vae.cli import run
+from vae.data import dataset, decode
+from vae.errors import UserError
+from vae.evaluation.reconstruction import reconstruct_folder
 
 SIZE = 32
 MAIN = {name: runpy.run_path(str(ROOT / f"{name}.py"), run_name=name)["main"] for name in ("train", "sample", "reconstruct")}
@@ -83,7 +82,7 @@ def fails(capsys, script, *args, match):
 def test_a_broken_or_too_small_file_is_skipped_counted_and_named(tmp_path, name):
     write_pngs(tmp_path, blob_images(2, SIZE))
     write_all(tmp_path, {name: {**BROKEN, **TOO_SMALL}[name]})
-    faces = data.load_faces(tmp_path, SIZE, progress=False)
+    faces = dataset.load_faces(tmp_path, SIZE, progress=False)
     assert faces.names == ["img_0000.png", "img_0001.png"]
     assert faces.skipped == [(name, SKIP_REASONS[name])]
 
@@ -91,14 +90,14 @@ def test_a_broken_or_too_small_file_is_skipped_counted_and_named(tmp_path, name)
 def test_non_images_are_ignored_quietly(tmp_path):
     write_pngs(tmp_path, blob_images(2, SIZE))
     write_all(tmp_path, IGNORED)
-    faces = data.load_faces(tmp_path, SIZE, progress=False)
+    faces = dataset.load_faces(tmp_path, SIZE, progress=False)
     assert faces.names == ["img_0000.png", "img_0001.png"] and faces.skipped == []
 
 
 @pytest.mark.parametrize("name", USABLE)
 def test_an_odd_but_usable_image_is_used_as_rgb(tmp_path, name):
     write_all(tmp_path, {name: USABLE[name]})
-    faces = data.load_faces(tmp_path, SIZE, progress=False)
+    faces = dataset.load_faces(tmp_path, SIZE, progress=False)
     assert faces.names == [name] and faces.skipped == []
     pixels = faces.numpy([0])[0].astype(int)
     assert np.abs(pixels - EXPECTED[name]).mean() < 6  # JPEG blurs the red-blue edge; a wrong frame, turn or colour is off by ~85
@@ -116,7 +115,7 @@ def test_a_4000px_image_decodes_without_a_memory_blowup(tmp_path, name, limit_mb
 
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak to the current resident size
     before = peak_kb()
-    data.load_image(tmp_path / name, SIZE)
+    decode.load_image(tmp_path / name, SIZE)
     assert (peak_kb() - before) / 1024 < limit_mb
 
 
@@ -126,7 +125,7 @@ def test_names_in_any_script_nested_folders_and_a_symlink_loop(tmp_path):
     latin1 = os.fsdecode(b"caf\xe9.png")  # not UTF-8 on disk: an old zip's name
     Image.fromarray(HALVES).save(tmp_path / latin1)
     (tmp_path / "broken \xe9\udce9.jpg").write_bytes(b"<html>")
-    faces = data.load_faces(tmp_path, SIZE, progress=False)
+    faces = dataset.load_faces(tmp_path, SIZE, progress=False)
     assert sorted(faces.names) == sorted([*names, latin1])
     # Skipped names are printed and written to text files, so they must encode as UTF-8.
     assert faces.skipped == [("broken \xe9\ufffd.jpg", "not an image PIL can read")]
@@ -230,7 +229,7 @@ def test_sample_writes_its_grid_last(tmp_path, capsys, model_file):
         run(MAIN["sample"], ["--model", str(model_file), "--prior", "normal", "--num", "4", "--individual", str(tmp_path / "taken"),
                              "--out", str(tmp_path / "grid.png")])
     err = capsys.readouterr().err
-    assert exit.value.code == 1 and len(err.splitlines()) == 1 and "taken" in err, err
+    assert exit.value.code == 2 and len(err.splitlines()) == 1 and "taken" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 

@@ -4,9 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import TINY, run_script
+from PIL import Image
 
 
 def test_train_writes_a_complete_run_folder(trained_run):

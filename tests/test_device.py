@@ -2,12 +2,11 @@
 import keras
 import numpy as np
 import tensorflow as tf
-
-from vae import data
-from vae.config import Config
-from vae.training import build_model
-
 from conftest import blob_images
+
+from vae.config import Config
+from vae.data import dataset
+from vae.training.trainer import build_model
 
 
 def tiny(**overrides) -> Config:
@@ -45,10 +44,10 @@ def test_xla_follows_the_same_loss_curve_as_plain_tensorflow():
 
 
 def test_batches_prefetched_to_a_device_are_the_batches_without_prefetch():
-    faces = data.FaceSet([f"{i}" for i in range(20)], tf.Variable(blob_images(20, 16), trainable=False))
+    faces = dataset.FaceSet([f"{i}" for i in range(20)], tf.Variable(blob_images(20, 16), trainable=False))
     indices = np.arange(20)
-    plain = [b.numpy() for b in data.train_batches(faces, indices, 4, seed=0, epoch=1)]
-    moved = [b for b in data.train_batches(faces, indices, 4, seed=0, epoch=1, device="/cpu:0")]
+    plain = [b.numpy() for b in dataset.train_batches(faces, indices, 4, seed=0, epoch=1)]
+    moved = [b for b in dataset.train_batches(faces, indices, 4, seed=0, epoch=1, device="/cpu:0")]
     assert len(plain) == len(moved) == 5
     assert all("CPU:0" in b.device for b in moved)
     for a, b in zip(plain, moved):

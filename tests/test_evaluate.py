@@ -4,20 +4,20 @@ import math
 
 import numpy as np
 import pytest
+from conftest import run_script
 from PIL import Image
 
 from vae.errors import UserError
-
-from conftest import run_script
 
 DIMS = 32 * 32 * 3
 
 
 @pytest.fixture(scope="module")
 def report(trained, model):
-    from vae.evaluation import evaluate
+    from vae.evaluation.report import evaluate
+    from vae.run import Run
 
-    return evaluate(model, trained[1], progress=False)[0]
+    return evaluate(model, Run.open(trained[1]), progress=False)[0]
 
 
 def test_cli_writes_and_prints_the_report(trained, tmp_path):
@@ -38,14 +38,13 @@ def test_cli_writes_and_prints_the_report(trained, tmp_path):
 
 
 def test_report_agrees_with_the_model_and_tensorflow(trained, model, report):
-    from vae import data
-    from vae.model import ACTIVE_UNIT_NATS
-    from vae.losses import kl_per_dim
-    from vae.quality import laplace_bits_per_dim
-    from vae.reconstruction import image_metrics
+    from vae.data import dataset
+    from vae.evaluation.reconstruction import image_metrics
+    from vae.model.objective import bits_per_dim, kl_per_dim
+    from vae.model.vae import ACTIVE_UNIT_NATS
 
     images, run = trained
-    faces = data.load_faces(images, 32, progress=False)
+    faces = dataset.load_faces(images, 32, progress=False)
     validation = json.loads((run / "split.json").read_text())["validation"]
     val_idx = [faces.names.index(n) for n in validation]
     train_idx = [i for i in range(len(faces)) if faces.names[i] not in validation]
@@ -58,35 +57,37 @@ def test_report_agrees_with_the_model_and_tensorflow(trained, model, report):
     assert report["active_units"] == int((kl.mean(axis=0) > ACTIVE_UNIT_NATS).sum())
     # The model's test_step also draws z from q(z|x): its L1 matches the fitted scale and the ELBO, up to that noise.
     model.compile()  # loaded without its optimizer; evaluate() only needs the test step
-    val = model.evaluate(data.eval_batches(faces, val_idx, 8), return_dict=True, verbose=0)
-    train = model.evaluate(data.eval_batches(faces, train_idx, 8), return_dict=True, verbose=0)
+    val = model.evaluate(dataset.eval_batches(faces, val_idx, 8), return_dict=True, verbose=0)
+    train = model.evaluate(dataset.eval_batches(faces, train_idx, 8), return_dict=True, verbose=0)
     assert report["laplace_scale"] == pytest.approx(train["recon"] / DIMS, rel=0.02)
-    expected = float(laplace_bits_per_dim(val["recon"], val["kl"], report["laplace_scale"], DIMS))
+    expected = float(bits_per_dim(val["recon"], val["kl"], report["laplace_scale"], DIMS))
     assert report["bits_per_dim"] == pytest.approx(expected, abs=0.03)
     assert math.log2(255) < report["bits_per_dim"] < 10  # a 1-epoch model: worse than a uniform 8-bit code
 
 
 def test_data_flag_evaluates_a_whole_folder(trained, model):
-    from vae.evaluation import evaluate
+    from vae.evaluation.report import evaluate
+    from vae.run import Run
 
     images, run = trained
-    report, grids = evaluate(model, run, data=images, num_samples=10, progress=False)
+    report, grids = evaluate(model, Run.open(run), data=images, num_samples=10, progress=False)
     assert report["images"] == 40 and report["swd_images"] == 10 and report["data"] == f"all images under {images}"
     assert grids["reconstructions"].shape == (8 * 34 + 2, 8 * 34 + 2, 3)  # 32 faces: 4 rows of originals over 4 of reconstructions
 
 
 def test_unusable_inputs_are_user_errors(trained, model, tmp_path):
-    from vae.evaluation import evaluate
+    from vae.evaluation.report import evaluate
+    from vae.run import Run
 
     _, run = trained
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images"):
-        evaluate(model, run, data=tmp_path / "empty", progress=False)
+        evaluate(model, Run.open(run), data=tmp_path / "empty", progress=False)
     (tmp_path / "lone").mkdir()  # a model file without its run folder: no split.json to find validation images in
     with pytest.raises(UserError, match="pass --data"):
-        evaluate(model, tmp_path / "lone" / "model.keras", progress=False)
+        evaluate(model, Run(tmp_path / "lone"), progress=False)
     with pytest.raises(UserError, match="--num_samples must be positive"):
-        evaluate(model, run, num_samples=0, progress=False)
+        evaluate(model, Run.open(run), num_samples=0, progress=False)
 
 
 def test_cli_refuses_a_damaged_model(trained, tmp_path):
@@ -97,10 +98,11 @@ def test_cli_refuses_a_damaged_model(trained, tmp_path):
 
 
 def test_swd_tells_real_faces_from_an_untrained_model(real_faces):
-    from vae.data import find_images, load_faces
-    from vae.model import VAE
-    from vae.prior import decode, prior_latents
-    from vae.quality import swd
+    from vae.data.dataset import load_faces
+    from vae.data.decode import find_images
+    from vae.evaluation.quality import swd
+    from vae.model.prior import prior_latents
+    from vae.model.vae import VAE, decode
 
     names = [p.relative_to(real_faces).as_posix() for p in find_images(real_faces)[:600]]
     faces = load_faces(real_faces, 32, progress=False, names=names).numpy(range(600))

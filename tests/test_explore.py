@@ -1,12 +1,11 @@
 """explore.py: spherical interpolation, strips and GIFs, traversals and encoding a folder, on a tiny trained run."""
 import numpy as np
 import pytest
+from conftest import run_script
 from PIL import Image
 
 from vae.errors import UserError
-from vae.images import save_gif
-
-from conftest import run_script
+from vae.pictures import save_gif
 
 
 def tile(grid, row, col, size=32, gap=2):
@@ -16,7 +15,7 @@ def tile(grid, row, col, size=32, gap=2):
 
 
 def test_slerp_follows_the_great_circle():
-    from vae.latent import slerp
+    from vae.evaluation.latent import slerp
 
     a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 2.0, 0.0])
     path = slerp(a, b, [0.0, 0.5, 1.0])
@@ -29,8 +28,8 @@ def test_slerp_follows_the_great_circle():
 
 
 def test_interpolating_two_images(trained, model, tmp_path):
-    from vae.data import load_image
-    from vae.images import to_uint8
+    from vae.data.decode import load_image
+    from vae.pictures import to_uint8
 
     images, run = trained
     a, b = images / "img_0003.png", images / "img_0007.png"
@@ -51,7 +50,7 @@ def test_interpolating_two_images(trained, model, tmp_path):
 
 
 def test_interpolating_random_prior_points(model, tmp_path):
-    from vae import latent
+    from vae.evaluation import latent
 
     grid, frames = latent.interpolate_prior(model, pairs=3, steps=4, seed=0)
     assert grid.shape == (3 * 34 + 2, 4 * 34 + 2, 3) and len(frames) == 4
@@ -63,7 +62,7 @@ def test_interpolating_random_prior_points(model, tmp_path):
 
 
 def test_interpolation_needs_two_existing_images(trained, model, tmp_path):
-    from vae import latent
+    from vae.evaluation import latent
 
     images, _ = trained
     with pytest.raises(UserError, match="exactly two"):
@@ -90,7 +89,8 @@ def test_traversal_moves_one_dimension_per_row(trained, tmp_path):
 
 
 def test_mean_kl_is_the_closed_form_averaged_over_images(model):
-    from vae.latent import encode, mean_kl
+    from vae.evaluation.latent import mean_kl
+    from vae.model.vae import encode
 
     mean, log_var = encode(model, np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
     by_hand = (0.5 * (np.exp(log_var) + mean**2 - 1 - log_var)).mean(axis=0)
@@ -98,8 +98,8 @@ def test_mean_kl_is_the_closed_form_averaged_over_images(model):
 
 
 def test_traversal_sets_one_coordinate_of_the_base(model):
-    from vae.latent import traversal_grid
-    from vae.prior import decode
+    from vae.evaluation.latent import traversal_grid
+    from vae.model.vae import decode
 
     grid = traversal_grid(model, np.full(8, 0.5, np.float32), [4], steps=3, span=2.0)
     for col, value in enumerate([-2.0, 0.0, 2.0]):
@@ -109,8 +109,8 @@ def test_traversal_sets_one_coordinate_of_the_base(model):
 
 
 def test_encode_writes_names_means_and_log_variances(trained, model, tmp_path):
-    from vae.data import load_image
-    from vae.latent import encode
+    from vae.data.decode import load_image
+    from vae.model.vae import encode
 
     images, run = trained
     result = run_script("explore.py", "encode", "--model", run, "--data", images, "--out", tmp_path / "z.npz")
@@ -125,7 +125,7 @@ def test_encode_writes_names_means_and_log_variances(trained, model, tmp_path):
 
 
 def test_encoding_an_empty_folder_is_a_user_error(model, tmp_path):
-    from vae.latent import encode_folder
+    from vae.evaluation.latent import encode_folder
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images"):

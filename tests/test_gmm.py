@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vae.gmm import GaussianMixture
+from vae.model.prior import GaussianMixture
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,13 @@
 """The model: shapes, the loss's terms and their reduction, learning, and saving."""
+import keras
 import numpy as np
 import pytest
-import keras
-
-from vae.losses import kl_per_dim, l1_per_image
-from vae.model import VAE
-from vae.optimizer import make_optimizer
-from vae.sampling import Sampling
-
 from conftest import blob_images, run_script
+
+from vae.model.objective import kl_per_dim, l1_per_image
+from vae.model.optimizer import make_optimizer
+from vae.model.sampling import Sampling
+from vae.model.vae import VAE
 
 
 def tiny_vae(size=32, beta=1.0, **kwargs):
@@ -131,7 +130,7 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
     np.save(tmp_path / "x.npy", images)
     np.save(tmp_path / "expected.npy", np.asarray(model.predict(images, verbose=0)))
     code = (
-        "import sys, numpy as np, keras, vae\n"
+        "import sys, numpy as np, keras, vae.model\n"
         f"m = keras.saving.load_model({str(path)!r})\n"
         "assert type(m).__name__ == 'VAE' and m.latent_dim == 8 and m.image_size == 32\n"
         "assert int(m.optimizer.iterations) == 2, int(m.optimizer.iterations)\n"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vae import synthetic
+from vae.data import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_FACES = Path(__file__).resolve().parents[1].parent / "shared" / "anime_faces"
@@ -201,11 +201,11 @@ def test_bad_command_lines_are_one_line_errors(argv, capsys):
         synthetic.main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("python -m vae.synthetic: error: ")
+    assert err.count("\n") == 1 and err.startswith("python -m vae.data.synthetic: error: ")
 
 
 def run_module(*args):
-    return subprocess.run([sys.executable, "-m", "vae.synthetic", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "vae.data.synthetic", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -6,13 +6,12 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import TINY, blob_images, kill_when, read_state, run_script, write_pngs
 
-import vae
+import vae.model
 from vae.config import Config
 from vae.errors import UserError
-from vae.training import finish_reason, train
-
-from conftest import TINY, blob_images, kill_when, read_state, run_script, write_pngs
+from vae.training.trainer import finish_reason, train
 
 
 def tiny_config(data, out, **overrides):

@@ -1,10 +1,15 @@
-"""What every script shares: a parser with --debug, and one-line errors instead of tracebacks."""
+"""What every script shares: a parser with --debug and checked flag types, and one-line errors instead of tracebacks."""
 from __future__ import annotations
 
 import argparse
 import difflib
+import math
+import os
 import sys
+from pathlib import Path
 
+import vae
+from vae.config import HelpFormatter
 from vae.errors import UserError
 
 
@@ -21,13 +26,38 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{message}; {hint}see python {self.prog} --help")
 
 
-def make_parser(description: str) -> argparse.ArgumentParser:
-    parser = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--debug", action="store_true", help="show the full Python traceback on errors")
+def make_parser(description: str) -> Parser:
+    parser = Parser(description=description, formatter_class=HelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the full Python traceback and TensorFlow's own log on errors")
     return parser
 
 
-def add_prior_flag(parser, purpose: str) -> None:
+def _number(kind, low: float, inclusive: bool, what: str):
+    """An argparse type: a finite `kind` above `low` (or at least it, if inclusive); the error names the rule."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    return parse
+
+
+positive_int = _number(int, 1, True, "a whole number of at least 1")
+seed_int = _number(int, 0, True, "a whole number of at least 0")
+positive_float = _number(float, 0.0, False, "a positive finite number")
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """--model, and the optional --image_size and --latent_dim that it must then match."""
+    parser.add_argument("--model", required=True, help="run folder (its best model) or a .keras file")
+    parser.add_argument("--image_size", type=positive_int, help="if given, refuse a model trained for another image size")
+    parser.add_argument("--latent_dim", type=positive_int, help="if given, refuse a model with another latent dimension")
+
+
+def add_prior_flag(parser: argparse.ArgumentParser, purpose: str) -> None:
     """--prior: what random latents are drawn from."""
     parser.add_argument("--prior", choices=["normal", "gmm"],
                         help=f"{purpose}: gmm, a Gaussian mixture fitted to the latent means of the run's training images "
@@ -35,30 +65,48 @@ def add_prior_flag(parser, purpose: str) -> None:
                              "mixture or training images are found, else normal")
 
 
-def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    """--model, and the optional --image_size and --latent_dim that it must then match."""
-    parser.add_argument("--model", required=True, help="run folder (its best model) or a .keras file")
-    parser.add_argument("--image_size", type=int, help="if given, refuse a model trained for another image size")
-    parser.add_argument("--latent_dim", type=int, help="if given, refuse a model with another latent dimension")
+def check_suffix(flag: str, path: str, suffix: str, writer: str) -> Path:
+    """`path` if it ends in `suffix` (any case); else UserError, since the file would not hold what its name says."""
+    if Path(path).suffix.lower() != suffix:
+        raise UserError(f"{flag} {path}: {writer} writes {suffix} files; give a name ending in {suffix}")
+    return Path(path)
 
 
 def run(main, argv: list[str] | None = None) -> None:
-    """Call main(argv); turn errors into one line on stderr and a non-zero exit (tracebacks with --debug)."""
+    """Call main(argv); turn errors into one line on stderr and an exit code (tracebacks with --debug).
+
+    2: the user can fix it (flags, files, folders, permissions); 1: anything unforeseen; 130: interrupted.
+    """
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    if debug and "tensorflow" not in sys.modules:  # TensorFlow's own log, at the level the user had set
+        os.environ["VAE_SHOW_TF_LOGS"] = "1"
+        if vae.USER_TF_LOG_LEVEL is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = vae.USER_TF_LOG_LEVEL
     try:
         main(argv)
     except UserError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(e), 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:
+        if debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        code = 2 if e.filename else 1  # a path the user gave or chose: fixable; else unforeseen
+        _fail(f"cannot use {where}{e.strerror or type(e).__name__}" if e.filename else f"{type(e).__name__}: {e}", code)
     except Exception as e:  # noqa: BLE001 - the point is to catch what we did not foresee
         if debug:
             raise
         detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"error: {type(e).__name__}: {detail} (rerun with --debug for the traceback)", file=sys.stderr)
-        sys.exit(1)
+        _fail(f"{type(e).__name__}: {detail} (rerun with --debug for the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)

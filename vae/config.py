@@ -4,10 +4,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vae.errors import UserError
+
+MAX_LATENT_DIM = 1024  # the latent mixture holds 10 full covariances of latent_dim^2 each
+MAX_WIDTH = 512  # channels of the first convolution; 8x this at the deepest level
 
 
 def _opt(default, help, runtime=False, choices=None):
@@ -24,8 +28,8 @@ class Config:
     flip: bool = _opt(True, "random horizontal flips of training images")
     synthetic_num: int = _opt(6000, "number of synthetic faces rendered when --data is not given")
     # Model.
-    latent_dim: int = _opt(128, "dimension of the latent space")
-    width: int = _opt(32, "channels of the first encoder convolution; doubled at each halving, up to 8x")
+    latent_dim: int = _opt(128, f"dimension of the latent space, at most {MAX_LATENT_DIM}")
+    width: int = _opt(32, f"channels of the first encoder convolution, at most {MAX_WIDTH}; doubled at each halving, up to 8x")
     beta: float = _opt(0.1, "weight of the KL term against the L1 reconstruction term; below 1 trades prior fit for sharper faces")
     kl_warmup_epochs: float = _opt(1.0, "epochs over which the KL weight rises linearly from 0 to beta (0: none)")
     free_bits: float = _opt(0.0, "nats per latent dimension below which KL is not penalised, against posterior collapse")
@@ -48,7 +52,7 @@ class Config:
     steps_per_execution: int = _opt(1, "training steps per call into TensorFlow; more cuts Python overhead on fast GPUs", runtime=True)
     strategy: str = _opt("auto", "tf.distribute strategy: auto (mirrored if several GPUs), default, mirrored, multiworker", runtime=True, choices=["auto", "default", "mirrored", "multiworker"])
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Raise UserError naming the first setting that cannot work."""
         size = self.image_size
         if size < 16 or size > 256 or size & (size - 1):
@@ -57,15 +61,28 @@ class Config:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
+        for name, most in (("latent_dim", MAX_LATENT_DIM), ("width", MAX_WIDTH)):
+            if getattr(self, name) > most:
+                raise UserError(f"--{name} must be at most {most}, got {getattr(self, name)}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")
         if not 0 < self.val_split < 1:
             raise UserError(f"--val_split must be between 0 and 1 (exclusive), got {self.val_split}")
         for name in ["beta", "clipnorm", "lr_warmup_steps", "kl_warmup_epochs", "free_bits", "early_stopping",
-                     "save_every_steps", "max_minutes"]:
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name} cannot be negative, got {getattr(self, name)}")
+                     "save_every_steps", "max_minutes", "seed"]:
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise UserError(f"--{name} must be a finite number of at least 0, got {value}")
+        for f in dataclasses.fields(self):
+            if f.metadata["choices"] and getattr(self, f.name) not in f.metadata["choices"]:
+                raise UserError(f"--{f.name} must be one of {', '.join(f.metadata['choices'])}, got {getattr(self, f.name)}")
         return self
+
+    def resolved(self) -> Config:
+        """This config with --data and --out as absolute paths, so config.json means the same from any directory."""
+        absolute = {name: str(Path(getattr(self, name)).expanduser().resolve())
+                    for name in ("data", "out") if getattr(self, name) is not None}
+        return dataclasses.replace(self, **absolute)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -76,22 +93,58 @@ class Config:
         write_text_atomic(path, self.to_json() + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "Config":
-        """Read config.json; keys this version does not know are ignored, missing ones get defaults."""
+    def load(cls, path: Path) -> Config:
+        """Read and check config.json; keys this version does not know are ignored, missing ones get defaults."""
         try:
-            values = json.loads(Path(path).read_text())
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
-            raise UserError(f"cannot read {path}: {e}") from e
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+            raise UserError(f"{path} cannot be read ({e}); pass --overwrite to train this folder afresh") from e
+        if not isinstance(values, dict):
+            raise UserError(f"{path} is damaged: it holds a {type(values).__name__}, not the settings of a run")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        known = {}
+        for name, value in values.items():
+            if name in fields:
+                known[name] = _checked(path, name, value, fields[name])
+        try:
+            return cls(**known).validate()
+        except UserError as e:
+            raise UserError(f"{path} is damaged: {e}") from e
 
-    def changed_settings(self, other: "Config") -> list[str]:
+    def changed_settings(self, other: Config) -> list[str]:
         """Names of non-runtime settings that differ from `other` (those a resumed run must keep)."""
-        return [
-            f.name
-            for f in dataclasses.fields(self)
-            if not f.metadata["runtime"] and getattr(self, f.name) != getattr(other, f.name)
-        ]
+        return [f.name for f in dataclasses.fields(self)
+                if not f.metadata["runtime"] and not _same(f.name, getattr(self, f.name), getattr(other, f.name))]
+
+
+_KINDS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "str | None": (str, type(None))}
+
+
+def _checked(path, name: str, value, f: dataclasses.Field):
+    """`value` if it has the field's type (an int where a float is due is fine); else UserError naming file and field."""
+    kinds = _KINDS[f.type]
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+        raise UserError(f"{path} is damaged: {name} is {json.dumps(value)[:40]}, not a {wanted}; "
+                        "fix it or pass --overwrite to train this folder afresh")
+    return float(value) if f.type == "float" else value
+
+
+def _same(name: str, a, b) -> bool:
+    """Whether two values of a setting mean the same; two spellings of one folder do."""
+    if name == "data" and a is not None and b is not None:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return a == b
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each flag's default once, and none where it says nothing (on/off flags, no value)."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        if action.default not in (None, True, False, argparse.SUPPRESS) and action.option_strings and "%(default)" not in help:
+            help += " (default: %(default)s)"
+        return help
 
 
 def _help(f: dataclasses.Field) -> str:
@@ -100,33 +153,26 @@ def _help(f: dataclasses.Field) -> str:
     return "turn off " + f.metadata["help"] if negative else f.metadata["help"]
 
 
-def add_config_flags(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
-    """Add one flag per Config field (or the named ones), with help= from the field."""
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per Config field, with help= from the field ('%' escaped: argparse formats help strings)."""
     for f in dataclasses.fields(Config):
-        if names is not None and f.name not in names:
-            continue
+        help = _help(f).replace("%", "%%")
         if f.type in ("bool", bool):
             if f.default:
-                parser.add_argument(f"--no_{f.name}", dest=f.name, action="store_false", help=_help(f))
+                parser.add_argument(f"--no_{f.name}", dest=f.name, action="store_false", help=help)
             else:
-                parser.add_argument(f"--{f.name}", action="store_true", help=f.metadata["help"])
+                parser.add_argument(f"--{f.name}", action="store_true", help=help)
             continue
         kind = {"int": int, "float": float}.get(f.type, str)
-        default_text = "" if f.default is None else f" (default: {f.default})"
-        parser.add_argument(
-            f"--{f.name}",
-            type=kind,
-            default=f.default,
-            choices=f.metadata["choices"],
-            metavar=f.name.upper() if f.metadata["choices"] is None else None,
-            help=f.metadata["help"] + default_text,
-        )
+        choices = f.metadata["choices"]
+        parser.add_argument(f"--{f.name}", type=kind, default=f.default, choices=choices,
+                            metavar=f.name.upper() if choices is None else None, help=help)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """A validated Config from parsed flags; fields without a flag keep their defaults."""
+    """A validated Config from parsed flags, paths made absolute; fields without a flag keep their defaults."""
     known = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: v for k, v in vars(args).items() if k in known}).validate()
+    return Config(**{k: v for k, v in vars(args).items() if k in known}).validate().resolved()
 
 
 def flags_markdown() -> str:

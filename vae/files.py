@@ -1,9 +1,28 @@
-"""Writing files so that a crash never leaves a partial file under the final name."""
+"""Files that are never seen half-written, left behind by the dead, or written by two trainers at once."""
 from __future__ import annotations
 
 import contextlib
+import csv
+import hashlib
+import io
+import json
 import os
+import shutil
+import socket
+import time
 from pathlib import Path
+
+from vae.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
+PARTIAL = ".partial-"
+# Temporary names carry the writer's process id and host, so a later process can tell a dead writer's leftovers.
+HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
 @contextlib.contextmanager
@@ -14,7 +33,7 @@ def atomic_path(path: Path | str):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    tmp = path.with_name(f"{PARTIAL}{os.getpid()}-{HOST}-{path.name}")
     try:
         yield tmp
         _fsync(tmp)
@@ -26,7 +45,26 @@ def atomic_path(path: Path | str):
 
 def write_text_atomic(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_csv(path: Path | str, rows: list[dict], columns: list[str] | None = None) -> None:
+    """A CSV file of dict rows, atomically; columns default to every key in order of first appearance."""
+    columns = columns or list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def link_atomic(source: Path, path: Path) -> None:
+    """Make `path` hold the same bytes as `source` without writing them again (a hard link; a copy where links fail)."""
+    with atomic_path(path) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:  # file systems without hard links (some network and FUSE mounts)
+            shutil.copyfile(source, tmp)
 
 
 def _fsync(path: Path) -> None:
@@ -36,3 +74,74 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_dead_partials(folder: Path) -> int:
+    """Delete the temporary files under `folder` whose writer, a process of this host, has ended; return how many.
+
+    A file of this process's own id is dead too: it was left by an earlier process that had the same id.
+    """
+    removed = 0
+    for tmp in Path(folder).rglob(PARTIAL + "*"):
+        pid, host, _ = (tmp.name[len(PARTIAL):].split("-", 2) + ["", ""])[:3]
+        if host == HOST and pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but belongs to another user (or this platform cannot tell): keep its files
+        return True
+    return True
+
+
+class FolderLock:
+    """An exclusive lock on a file, held through an open descriptor: the kernel drops it when the process ends,
+    however it ends (kill -9 included), so a lock is never left stale."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def acquire(self, what: str) -> None:
+        """Take the lock or raise UserError naming its holder (pid, host, start time); `what` names the folder's use."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            holder = os.read(fd, 4096).decode(errors="replace")
+            os.close(fd)
+            raise UserError(f"{self.path.parent} is in use: {what} by {_describe(holder)}; wait for it to end, "
+                            "stop it, or choose another --out")
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(holder).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the lock
+            self.fd = None
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _describe(holder: str) -> str:
+    try:
+        h = json.loads(holder)
+        return f"process {h['pid']} on {h['host']}, started {h['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "another process"

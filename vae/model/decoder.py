@@ -2,7 +2,7 @@
 import keras
 from keras import layers
 
-from vae.encoder import batch_norm_leaky_relu, level_channels
+from vae.model.encoder import batch_norm_leaky_relu, level_channels
 
 
 def build_decoder(image_size: int, latent_dim: int, width: int) -> keras.Model:

@@ -6,40 +6,39 @@ from pathlib import Path
 
 import numpy as np
 
-from vae.data import FaceSet, load_faces
-from vae.density import prior_density
+from vae.data.dataset import FaceSet, load_faces
 from vae.errors import UserError
+from vae.evaluation.quality import ssim, swd
 from vae.files import write_text_atomic
-from vae.images import make_grid, pairs_grid, save_png
-from vae.latent import encode
-from vae.losses import kl_per_dim
-from vae.model import ACTIVE_UNIT_NATS
-from vae.prior import decode, prior_latents
+from vae.model.objective import bits_per_dim, kl_per_dim, l1_per_image, laplace_scale, psnr
+from vae.model.prior import prior_latents
+from vae.model.vae import ACTIVE_UNIT_NATS, decode, encode
+from vae.pictures import make_grid, pairs_grid, save_png
 from vae.progress import progress_bar
-from vae.quality import laplace_bits_per_dim, laplace_scale, psnr, ssim, swd
-from vae.run_folder import run_data_folder, training_names, validation_names
+from vae.run import Run
 
 SCALE_IMAGES = 2000  # training images the Laplace scale is fitted on: enough for 3 digits, cheap to reconstruct
 SWD_IMAGES = 2048
+SWD_MEANINGFUL = 300  # below this many images the SWD mostly measures sampling noise (two real sets differ a lot)
 GRID_IMAGES = 32
 
 
-def evaluation_images(model_arg, data, size: int, progress: bool = True) -> tuple[FaceSet, str]:
+def evaluation_images(run: Run, data, size: int, progress: bool = True) -> tuple[FaceSet, str]:
     """The images to look at: all under `data`, or else the run's validation split; with a description of them."""
     if data is not None:
         return load_faces(data, size, progress=progress), f"all images under {data}"
-    folder = run_data_folder(model_arg)
+    folder = run.data_folder
     if folder is None:
-        raise UserError(f"cannot find the data folder of the run {model_arg} (config.json); pass --data")
-    names = validation_names(model_arg)
+        raise UserError(f"cannot find the data folder of the run {run} (config.json); pass --data")
+    names = run.validation_names
     if not names:
-        raise UserError(f"the run {model_arg} has no validation images (split.json); pass --data")
+        raise UserError(f"the run {run} has no validation images (split.json); pass --data")
     return load_faces(folder, size, progress=progress, names=names), f"the validation split of {folder}"
 
 
-def _training_images(model_arg, size: int, progress: bool) -> tuple[FaceSet, str] | None:
+def _training_images(run: Run, size: int, progress: bool) -> tuple[FaceSet, str] | None:
     """Up to SCALE_IMAGES training images of the run, spread evenly over its sorted files; None if not found."""
-    found = training_names(model_arg)
+    found = run.training_names()
     if found is None:
         return None
     folder, names = found
@@ -49,7 +48,7 @@ def _training_images(model_arg, size: int, progress: bool) -> tuple[FaceSet, str
 
 def _measure(model, faces: FaceSet, rng: np.random.Generator, batch_size: int, desc: str, progress: bool,
              recon_metrics: bool) -> dict[str, np.ndarray]:
-    """Per image: sum |x - x_hat| with z drawn from q(z|x), KL per dimension, and (if asked) L1, PSNR and SSIM of the
+    """Per image: the objective's reconstruction term with z drawn from q(z|x), KL per dimension, and (if asked) L1, PSNR and SSIM of the
     reconstruction from the posterior mean, rounded to 8 bits as reconstruct.py writes it."""
     out = {}
     with progress_bar(len(faces), desc, progress) as bar:
@@ -58,21 +57,21 @@ def _measure(model, faces: FaceSet, rng: np.random.Generator, batch_size: int, d
             mean, log_var = encode(model, x, batch_size)
             z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape).astype(np.float32)
             sampled = model.decoder.predict(z, batch_size=batch_size, verbose=0)
-            batch = {"abs_sum": np.abs(x / 255.0 - sampled).sum(axis=(1, 2, 3)),
-                     "kl_dims": np.asarray(kl_per_dim(mean, log_var))}
+            batch = {"recon": np.asarray(l1_per_image(x / 255.0, sampled)), "kl_dims": np.asarray(kl_per_dim(mean, log_var))}
             if recon_metrics:
                 recon = decode(model, mean, batch_size)
-                batch.update(l1=np.abs(x / 255.0 - recon / 255.0).mean(axis=(1, 2, 3)), psnr=psnr(x, recon), ssim=ssim(x, recon))
+                batch.update(l1=np.abs(x / 255.0 - recon / 255.0).mean(axis=(1, 2, 3)), psnr=np.asarray(psnr(x, recon)),
+                             ssim=ssim(x, recon))
             for k, v in batch.items():
                 out.setdefault(k, []).append(v)
             bar.update(len(x))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def evaluate(model, model_arg, data=None, num_samples: int = SWD_IMAGES, seed: int = 0, batch_size: int = 128,
+def evaluate(model, run: Run, data=None, num_samples: int = SWD_IMAGES, seed: int = 0, batch_size: int = 128,
              progress: bool = True, prior: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
-    """The report (JSON-ready numbers) and its grids (reconstructions, samples) for a model loaded from `model_arg`
-    (its run folder or .keras file, where the run's data and split are found) on a folder.
+    """The report (JSON-ready numbers) and its grids (reconstructions, samples) for a model of `run` (where the run's
+    data and split are found) on a folder.
 
     `prior` is what the samples are drawn from, as in sample.py: normal, gmm (the run's latent mixture), or None
     (the mixture when it can be had).
@@ -82,36 +81,38 @@ def evaluate(model, model_arg, data=None, num_samples: int = SWD_IMAGES, seed: i
     if batch_size < 1:
         raise UserError(f"--batch_size must be positive, got {batch_size}")
     size = model.image_size
-    faces, described = evaluation_images(model_arg, data, size, progress)
+    faces, described = evaluation_images(run, data, size, progress)
     dims = size * size * 3
     measured = _measure(model, faces, np.random.default_rng([seed, 1]), batch_size, "evaluating", progress, True)
 
-    training = _training_images(model_arg, size, progress)
+    training = _training_images(run, size, progress)
     if training is None:
-        scale_errors, scale_source = measured["abs_sum"], f"the {len(faces)} evaluated images (the run's training images were not found)"
+        scale_errors, scale_source = measured["recon"], f"the {len(faces)} evaluated images (the run's training images were not found)"
     else:
         scale_faces, scale_source = training
         scale_errors = _measure(model, scale_faces, np.random.default_rng([seed, 2]), batch_size, "fitting the Laplace scale",
-                                progress, False)["abs_sum"]
+                                progress, False)["recon"]
     scale = laplace_scale(scale_errors / dims)
 
     kl = measured["kl_dims"].sum(axis=1)
     per_dim_kl = measured["kl_dims"].mean(axis=0)
     n = min(num_samples, len(faces))
     real = faces.numpy(np.sort(np.random.default_rng([seed, 3]).choice(len(faces), n, replace=False)))
-    density = prior_density(model, model_arg, prior, progress)
+    density = run.prior(model, prior, progress)
     samples = decode(model, prior_latents(n, model.latent_dim, seed, density=density), batch_size)
     distances = swd(real, samples, seed)
 
     report = {
-        "model": str(model_arg), "images": len(faces), "data": described, "skipped": len(faces.skipped),
+        "model": str(run), "images": len(faces), "data": described, "skipped": len(faces.skipped),
         "image_size": size, "latent_dim": model.latent_dim, "seed": seed,
         "l1": float(measured["l1"].mean()), "psnr": float(measured["psnr"].mean()), "ssim": float(measured["ssim"].mean()),
-        "bits_per_dim": float(laplace_bits_per_dim(measured["abs_sum"], kl, scale, dims).mean()),
+        "bits_per_dim": float(bits_per_dim(measured["recon"], kl, scale, dims).mean()),
         "laplace_scale": scale, "laplace_scale_fitted_on": scale_source,
         "kl_per_image": float(kl.mean()),
         "active_units": int((per_dim_kl > ACTIVE_UNIT_NATS).sum()),
         "swd_images": n, "swd_prior": "normal" if density is None else "gmm", "swd_x1e3": distances,
+        "swd_warning": None if n >= SWD_MEANINGFUL else
+        f"SWD on {n} images is mostly sampling noise; it means something from about {SWD_MEANINGFUL} images on",
     }
     originals = faces.numpy(range(min(GRID_IMAGES, len(faces))))
     grids = {"reconstructions": pairs_grid(originals, decode(model, encode(model, originals)[0])),
@@ -133,7 +134,7 @@ def report_table(report: dict) -> str:
         ("active units", f"{report['active_units']} of {report['latent_dim']} (mean KL > {ACTIVE_UNIT_NATS} nats)"),
         *((f"SWD x1e3, {k} px", f"{report['swd_x1e3'][k]:.2f}") for k in swd_levels),
         ("SWD x1e3, average", f"{report['swd_x1e3']['avg']:.2f} ({report['swd_images']} samples from the {report['swd_prior']} prior "
-                              "vs as many images)"),
+                              "vs as many images" + ("; too few to mean much" if report["swd_warning"] else "") + ")"),
     ]
     return "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
@@ -165,9 +166,3 @@ comparable between evaluations on equally many images.
 
 ![samples](samples.png)
 """)
-
-
-def default_out(model_arg) -> Path:
-    """Where a report goes when --out is not given: evaluation/ in the model's run folder."""
-    path = Path(model_arg)
-    return (path if path.is_dir() else path.parent) / "evaluation"

@@ -1,39 +1,42 @@
-"""Looking into the latent space: encoding, spherical interpolation, traversals, and a folder's latents as .npz."""
+"""Looking into the latent space: sampling faces, spherical interpolation, traversals, and a folder's latents as .npz."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
-from vae.data import FaceSet, load_faces, load_image
+from vae.data.dataset import FaceSet, load_faces
+from vae.data.decode import load_image
 from vae.errors import UserError
 from vae.files import atomic_path
-from vae.images import make_grid, save_png
-from vae.losses import kl_per_dim
-from vae.prior import decode, prior_latents
+from vae.model.objective import kl_per_dim
+from vae.model.prior import prior_chunks, prior_latents
+from vae.model.vae import decode, encode, encode_faces
+from vae.pictures import make_grid, save_png
 from vae.progress import progress_bar
 
+MAX_STEPS = 100  # faces along one interpolation or traversal row
+MAX_ROWS = 32  # rows of one picture: random interpolations, traversed dimensions
 
 
-def encode(model, images, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means and log-variances of uint8 images (n, size, size, 3)."""
-    x = np.asarray(images, np.float32) / 255.0
-    mean, log_var = model.encoder.predict(x, batch_size=batch_size, verbose=0)
-    return np.asarray(mean), np.asarray(log_var)
-
-
-def encode_faces(model, faces: FaceSet, batch_size: int = 256, progress: bool = True,
-                 indices=None) -> tuple[np.ndarray, np.ndarray]:
-    """encode() over a FaceSet (or its `indices`), in batches so a large folder never sits in memory as floats."""
-    indices = np.arange(len(faces)) if indices is None else np.asarray(indices)
-    means, log_vars = [], []
-    with progress_bar(len(indices), "encoding", progress) as bar:
-        for start in range(0, len(indices), batch_size):
-            mean, log_var = encode(model, faces.numpy(indices[start : start + batch_size]), batch_size)
-            means.append(mean)
-            log_vars.append(log_var)
-            bar.update(len(mean))
-    return np.concatenate(means), np.concatenate(log_vars)
+def sample_faces(model, density, out, num: int, seed: int, temperature: float = 1.0, individual=None,
+                 grid_max: int = 1024, batch_size: int = 256) -> None:
+    """Decode `num` prior draws chunk by chunk, so memory stays bounded; write each face into `individual` if given,
+    then the grid of the first `grid_max` faces, last: once the grid exists, everything asked for was written."""
+    shown, start = [], 0
+    width = max(4, len(str(num - 1)))
+    with progress_bar(num, "sampling", enabled=num > grid_max) as bar:
+        for z in prior_chunks(num, model.latent_dim, seed, temperature, density):
+            faces = decode(model, z, batch_size)
+            if individual is not None:
+                for i, face in enumerate(faces):
+                    save_png(face, Path(individual) / f"face_{start + i:0{width}d}.png")
+            shown.append(faces[: max(0, grid_max - start)])
+            start += len(faces)
+            bar.update(len(faces))
+    grid = np.concatenate(shown)
+    save_png(make_grid(grid, cols=math.ceil(math.sqrt(len(grid)))), out, min_side=256)
 
 
 def mean_kl(mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
@@ -81,8 +84,8 @@ def interpolate_images(model, paths: list[str], steps: int) -> tuple[np.ndarray,
 def interpolate_prior(model, pairs: int, steps: int, seed: int, density=None) -> tuple[np.ndarray, list[np.ndarray]]:
     """Between `pairs` pairs of random prior points (from `density` if given): a grid with one pair per row, and GIF
     frames with the pairs side by side."""
-    if pairs <= 0:
-        raise UserError(f"--random must be positive, got {pairs}")
+    if not 0 < pairs <= MAX_ROWS:
+        raise UserError(f"--random must be from 1 to {MAX_ROWS}, got {pairs}")
     ends = prior_latents(2 * pairs, model.latent_dim, seed, density=density)
     t = np.linspace(0.0, 1.0, _check_steps(steps))
     faces = decode(model, np.concatenate([slerp(ends[2 * i], ends[2 * i + 1], t) for i in range(pairs)]))
@@ -91,8 +94,8 @@ def interpolate_prior(model, pairs: int, steps: int, seed: int, density=None) ->
 
 
 def _check_steps(steps: int) -> int:
-    if steps < 2:
-        raise UserError(f"--steps must be at least 2, got {steps}")
+    if not 2 <= steps <= MAX_STEPS:
+        raise UserError(f"--steps must be from 2 to {MAX_STEPS}, got {steps}")
     return steps
 
 
@@ -110,10 +113,13 @@ def traverse(model, faces: FaceSet, out: Path | str, num_dims: int, steps: int, 
              image: str | None = None, progress: bool = True) -> list[tuple[int, float]]:
     """Write the traversal grid of the `num_dims` dimensions with the largest mean KL over `faces`, around the prior
     mean (or the posterior mean of `image`); return the (dimension, mean KL in nats) of each row."""
-    if num_dims <= 0:
-        raise UserError(f"--dims must be positive, got {num_dims}")
+    most = min(MAX_ROWS, model.latent_dim)
+    if not 0 < num_dims <= most:
+        raise UserError(f"--dims must be from 1 to {most}, got {num_dims}")
+    if not (span > 0 and math.isfinite(span)):
+        raise UserError(f"--span must be a positive number, got {span}")
     kl = mean_kl(*encode_faces(model, faces, progress=progress))
-    dims = [int(d) for d in np.argsort(-kl, kind="stable")[: min(num_dims, model.latent_dim)]]
+    dims = [int(d) for d in np.argsort(-kl, kind="stable")[:num_dims]]
     base = np.zeros(model.latent_dim, np.float32)
     if image is not None:
         if not Path(image).is_file():
@@ -128,7 +134,7 @@ def encode_folder(model, folder: Path | str, out: Path | str, batch_size: int = 
     if batch_size < 1:
         raise UserError(f"--batch_size must be positive, got {batch_size}")
     faces = load_faces(folder, model.image_size, progress=progress)
-    mean, log_var = encode_faces(model, faces, batch_size, progress)
+    mean, log_var = encode_faces(model, faces, batch_size=batch_size, progress=progress)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a bare name
         np.savez(f, names=np.array(faces.names), mean=mean, log_var=log_var)
     return faces

@@ -18,11 +18,15 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from vae.files import atomic_path
+
 # Bump whenever the drawing changes, so materialized sets on disk get regenerated.
 GENERATOR_VERSION = 1
 SIZES = (16, 32, 64, 128, 256)
 SUPERSAMPLE = 4
 MANIFEST = "manifest.json"
+# Where train.py renders them when --data is not given (git-ignored).
+SYNTHETIC_DIR = Path(__file__).resolve().parents[2] / "data" / "synthetic"
 
 SKIN_TONES = {
     "porcelain": (255, 241, 233),
@@ -686,8 +690,8 @@ def contact_sheet(path, size: int = 64, seed: int = 0, grid: int = 8, gap: int =
     for index in range(grid * grid):
         sheet.paste(_render(seed, index, size), ((index % grid) * step, (index // grid) * step))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
     return path
 
 
@@ -786,7 +790,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse(argv) -> argparse.Namespace:
-    parser = _Parser(prog="python -m vae.synthetic", description=__doc__)
+    parser = _Parser(prog="python -m vae.data.synthetic", description=__doc__)
     parser.add_argument("--num", type=int, help="number of faces to write (faces 0..num-1)")
     parser.add_argument("--out", help="folder to write face_NNNNNN.png and manifest.json into")
     parser.add_argument("--contact_sheet", metavar="PNG", help="instead, save faces 0..63 as an 8x8 grid to this file")
@@ -820,7 +824,7 @@ def main(argv=None) -> int:
         else:
             print(materialize(args.out, args.num, size=args.size, seed=args.seed, workers=args.workers))
     except OSError as error:
-        print(f"python -m vae.synthetic: error: {error}", file=sys.stderr)
+        print(f"python -m vae.data.synthetic: error: {error}", file=sys.stderr)
         return 1
     return 0
 

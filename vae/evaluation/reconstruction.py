@@ -1,17 +1,17 @@
 """Reconstructing a folder of images: PNG per image, a comparison grid, and per-image L1, PSNR and SSIM."""
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
-from vae.data import load_faces, printable
+from vae.data.dataset import load_faces
+from vae.data.decode import printable
 from vae.errors import UserError
-from vae.files import write_text_atomic
-from vae.images import pairs_grid, save_png, to_uint8
+from vae.evaluation.quality import ssim
+from vae.files import write_csv
+from vae.model.objective import psnr
+from vae.pictures import pairs_grid, save_png, to_uint8
 from vae.progress import progress_bar
 
 RESERVED = {"comparison.png", "metrics.csv"}
@@ -20,13 +20,8 @@ GRID_IMAGES = 32
 
 def image_metrics(originals: np.ndarray, reconstructions: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image mean absolute error on [0, 1], PSNR (dB) and SSIM, from uint8 images."""
-    a = tf.convert_to_tensor(originals, tf.float32) / 255.0
-    b = tf.convert_to_tensor(reconstructions, tf.float32) / 255.0
-    return {
-        "l1": tf.reduce_mean(tf.abs(a - b), axis=[1, 2, 3]).numpy(),
-        "psnr": tf.image.psnr(a, b, max_val=1.0).numpy(),
-        "ssim": tf.image.ssim(a, b, max_val=1.0).numpy(),
-    }
+    a, b = np.asarray(originals, np.float64) / 255.0, np.asarray(reconstructions, np.float64) / 255.0
+    return {"l1": np.abs(a - b).mean(axis=(1, 2, 3)), "psnr": np.asarray(psnr(originals, reconstructions)), "ssim": ssim(a, b)}
 
 
 def output_names(names: list[str]) -> list[str]:
@@ -77,10 +72,6 @@ def reconstruct_folder(model, input_dir, output_dir, batch_size: int = 128, prog
             grid_pairs[1].extend(recon[:room])
             bar.update(len(originals))
     save_png(pairs_grid(np.array(grid_pairs[0]), np.array(grid_pairs[1])), output_dir / "comparison.png", min_side=256)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, ["file", "output", "l1", "psnr", "ssim"])
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(output_dir / "metrics.csv", buffer.getvalue())
+    write_csv(output_dir / "metrics.csv", rows, ["file", "output", "l1", "psnr", "ssim"])
     means = {k: float(np.mean([r[k] for r in rows])) for k in ("l1", "psnr", "ssim")}
     return {"images": len(rows), "skipped": faces.skipped, **means}

@@ -1,4 +1,6 @@
-"""Image-quality measures in numpy: PSNR, SSIM, Laplace bits per dimension, and the sliced Wasserstein distance."""
+"""Image-quality measures in numpy: SSIM, and the sliced Wasserstein distance between sets of images.
+
+PSNR and bits per dimension are in vae.model.objective, beside the loss they come from."""
 from __future__ import annotations
 
 import math
@@ -16,12 +18,6 @@ def _unit(images) -> np.ndarray:
     """Images as float64 on [0, 1]; uint8 is divided by 255."""
     images = np.asarray(images)
     return images / 255.0 if images.dtype == np.uint8 else images.astype(np.float64)
-
-
-def psnr(a, b) -> np.ndarray:
-    """Peak signal-to-noise ratio in dB of each image pair (n, h, w, c), peak 1 (uint8 is scaled to [0, 1])."""
-    mse = np.mean(np.square(_unit(a) - _unit(b)), axis=(1, 2, 3))
-    return -10.0 * np.log10(np.maximum(mse, 1e-10))
 
 
 def _gaussian_valid(x: np.ndarray) -> np.ndarray:
@@ -49,24 +45,6 @@ def ssim(a, b) -> np.ndarray:
     cov = _gaussian_valid(x * y) - mx * my
     ssim_map = (2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return ssim_map.mean(axis=(1, 2, 3))
-
-
-def laplace_scale(abs_errors) -> float:
-    """Maximum-likelihood scale b of a Laplace distribution centred on the reconstructions: mean |x - x_hat|."""
-    return float(np.mean(abs_errors))
-
-
-def laplace_bits_per_dim(l1_sum, kl, scale: float, dims: int) -> np.ndarray:
-    """Negative ELBO per image in bits per dimension, for 8-bit images, under the Laplace likelihood L1 implies.
-
-    With x = k / 255 on [0, 1], D = H * W * 3 and scale b, the continuous negative log-likelihood in nats is
-    -log p(x|z) = sum|x - x_hat| / b + D log(2b). Pixel values are 1/255 apart, so the probability of the 8-bit
-    image is about p(x|z) * (1/255)^D, which adds D log 255 nats (the density on the 0..255 scale):
-    bpd = (sum|x - x_hat| / b + D log(2b) + KL) / (D ln 2) + log2(255), where log2(255) = 7.994 (8 would be for
-    x = k / 256). `l1_sum` is sum|x - x_hat| of each image with z drawn from q(z|x), `kl` its KL in nats.
-    """
-    nats = np.asarray(l1_sum, np.float64) / scale + dims * math.log(2.0 * scale) + np.asarray(kl, np.float64)
-    return nats / (dims * math.log(2.0)) + math.log2(255.0)
 
 
 def _blur(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:

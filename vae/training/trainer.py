@@ -1,4 +1,4 @@
-"""The training run: data, model, one fit call per epoch, checkpoints, and everything written after each epoch."""
+"""The training run: data, model, one fit call per epoch, checkpoints, resume, and everything written after each epoch."""
 from __future__ import annotations
 
 import json
@@ -12,68 +12,67 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vae import data as data_lib
-from vae.callbacks import EpochBar, NonFiniteStop, StepCheckpoint, TimeBudget
 from vae.config import Config
-from vae.density import FIT_IMAGES, density_path, fit_density
-from vae.device import prefetch_device, resolve_jit, use_precision
-from vae.distribute import barrier, is_chief, make_strategy
+from vae.data.dataset import FaceSet, eval_batches, load_faces, train_batches
+from vae.data.decode import skipped_summary
 from vae.errors import UserError
-from vae.files import atomic_path, write_text_atomic
-from vae.images import make_grid, pairs_grid, save_png
-from vae.model import VAE
-from vae.optimizer import current_learning_rate, make_optimizer
-from vae.plots import plot_history
-from vae.run_folder import RunFolder, load_model
-from vae.tensorboard import TensorBoardLog
+from vae.files import write_text_atomic
+from vae.model.optimizer import current_learning_rate, make_optimizer
+from vae.model.prior import FIT_IMAGES, MixtureUnavailable, fit_mixture
+from vae.model.vae import VAE, load_vae, spans_workers
+from vae.pictures import save_png
+from vae.run import Run
+from vae.training.callbacks import EpochBar, NonFiniteStop, StepCheckpoint, TimeBudget
+from vae.training.device import barrier, is_chief, make_strategy, prefetch_device, resolve_jit, use_precision
+from vae.training.reporting import TensorBoardLog, epoch_grids, epoch_line, plot_history, say
 
-SYNTHETIC_DIR = Path(__file__).resolve().parent.parent / "data" / "synthetic"
 GRID_SIZE = 64  # faces in each per-epoch sample grid
 PROBE_SIZE = 32  # fixed validation faces: the reconstruction grid, and the health check before each checkpoint
 BLOWUP = 10.0  # a loss this many times the untrained model's means the weights blew up, finite or not
 
 
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-def train(cfg: Config, overwrite: bool = False) -> RunFolder:
-    """Train (or resume) the run in cfg.out; return its folder."""
-    trainer = Trainer(cfg, overwrite)
+def train(cfg: Config, overwrite: bool = False) -> Run:
+    """Train (or resume) the run in cfg.out; return it."""
+    trainer = Trainer(cfg)
     try:
+        trainer.start(overwrite)
         return trainer.run()
     finally:
-        if trainer.scratch is not None:
-            shutil.rmtree(trainer.scratch, ignore_errors=True)
+        trainer.close()
 
 
 class Trainer:
-    def __init__(self, cfg: Config, overwrite: bool):
+    def __init__(self, cfg: Config):
         self.started = time.monotonic()
         self.cfg = cfg
+        self.main = Run(cfg.out)
+        self.out, self.scratch = self.main, None
+
+    def start(self, overwrite: bool) -> None:
+        """Take the run folder, decode the data, build the model, and load the checkpoint to resume from, if any."""
+        cfg = self.cfg
         self.strategy = make_strategy(cfg.strategy)
         if cfg.max_minutes and isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             raise UserError("--max_minutes cannot be used with --strategy multiworker: each worker's clock would decide alone")
-        main = RunFolder(cfg.out)
         if is_chief(self.strategy):
-            self.folder, self.scratch = main, None
-            resumed = main.start(cfg, overwrite)
+            resumed = self.main.start(cfg, overwrite)
             barrier(self.strategy)
         else:
             # Every worker runs the same steps (collectives need all of them) but writes to its own
             # scratch folder, removed at the end; it resumes from the chief's checkpoint once the
             # chief has prepared the run folder.
             barrier(self.strategy)
-            resumed = main.check(cfg, overwrite=False)
+            resumed = self.main.check(cfg, overwrite=False)
             self.scratch = Path(tempfile.mkdtemp(prefix="vae-worker-"))
-            self.folder = RunFolder(self.scratch)
-            self.folder.start(cfg, overwrite=False)
+            self.out = Run(self.scratch)
+            self.out.start(cfg, overwrite=False)
         if resumed is not None:
+            resumed = self.main.resume_point(resumed, say)
             say(f"resuming from epoch {resumed['epoch'] + 1}, step {resumed['step']}")
-        self.faces = load_training_faces(cfg, self.folder)
+        self.faces = load_training_faces(cfg, self.out)
         self.train_idx, self.val_idx = self.faces.split(cfg.val_split)
         names = [self.faces.names[i] for i in self.val_idx]
-        write_text_atomic(self.folder.split, json.dumps({"val_split": cfg.val_split, "validation": names}, indent=0))
+        write_text_atomic(self.out.split_file, json.dumps({"val_split": cfg.val_split, "validation": names}, indent=0))
         if len(self.train_idx) < cfg.batch_size:
             raise UserError(f"only {len(self.train_idx)} training images, fewer than --batch_size {cfg.batch_size}; lower --batch_size")
         self.steps = len(self.train_idx) // cfg.batch_size
@@ -85,33 +84,45 @@ class Trainer:
         self.model = build_model(cfg, self.steps, self.strategy)
         self.fixed_z = np.random.default_rng(cfg.seed).standard_normal((GRID_SIZE, cfg.latent_dim)).astype("float32")
         self.probe = self.faces.numpy(self.val_idx[:PROBE_SIZE])
+        self.tensorboard = TensorBoardLog(self.out.logs)
         if resumed is None:
             # The untrained model is the first good state: a run that diverges at once still leaves
             # a checkpoint and a loadable model behind.
-            self.state = {"epoch": 0, "step": 0, "history": [], "best_val_loss": None,
+            self.state = {"epoch": 0, "step": 0, "history": [], "best_val_loss": None, "finished": None,
                           "untrained_probe_loss": self.probe_loss()}
-            self.folder.save_checkpoint(self.model, self.state)
+            self.state["checkpoint"] = self.out.save_checkpoint(self.model, self.state)
         else:
             self.state = resumed
-            self.model.load_weights(main.path / resumed["checkpoint"])
+            try:
+                self.model.load_weights(self.main.folder / resumed["checkpoint"])
+            except Exception as e:  # noqa: BLE001 - passed the integrity check, yet does not fit this model
+                raise UserError(f"cannot load {resumed['checkpoint']} into the model ({str(e).splitlines()[0][:150]}); "
+                                "pass --overwrite to start over") from e
+            if resumed["step"] == 0 and resumed["history"]:
+                self.publish_epoch(resumed["history"][-1], catching_up=True)
         self.blowup = None  # what went wrong, once training is found diverged
 
-    def run(self) -> RunFolder:
+    def close(self) -> None:
+        """Release the run folder (and remove a worker's scratch folder)."""
+        self.out.unlock()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def run(self) -> Run:
         cfg, state = self.cfg, self.state
-        tensorboard = TensorBoardLog(self.folder.logs)
         bar = EpochBar(self.steps, cfg.num_epochs)
         nonfinite = NonFiniteStop(cfg.max_bad_steps)
         budget = TimeBudget(cfg.max_minutes, self.started)
         callbacks = [bar, StepCheckpoint(cfg.save_every_steps, self.steps, self.checkpoint), nonfinite, budget]
-        val_ds = data_lib.eval_batches(self.faces, self.val_idx, cfg.batch_size)
+        val_ds = eval_batches(self.faces, self.val_idx, cfg.batch_size)
 
         for epoch in range(state["epoch"], cfg.num_epochs):
             first_step = state["step"]
             for cb in callbacks:
                 cb.start_epoch(epoch, first_step)
             t0 = time.perf_counter()
-            ds = data_lib.train_batches(self.faces, self.train_idx, cfg.batch_size, cfg.seed, epoch, first_step, cfg.flip,
-                                        device=prefetch_device(self.strategy))
+            ds = train_batches(self.faces, self.train_idx, cfg.batch_size, cfg.seed, epoch, first_step, cfg.flip,
+                               device=prefetch_device(self.strategy))
             fit = self.model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, verbose=0, callbacks=callbacks, shuffle=False)
             seconds = time.perf_counter() - t0
             if nonfinite.tripped_at is not None:
@@ -137,28 +148,47 @@ class Trainer:
             state["history"].append(row)
             if state["best_val_loss"] is None or row["val_loss"] < state["best_val_loss"]:
                 state["best_val_loss"] = row["val_loss"]
-                save_model(self.model, self.folder.best_model)
-            save_model(self.model, self.folder.last_model)
             state.update(epoch=epoch + 1, step=0, finished=finish_reason(cfg, state["history"], epoch, budget.spent))
-            self.folder.save_checkpoint(self.model, state)
-
-            grids = epoch_grids(self.model, self.fixed_z, self.probe)
-            for name, grid in grids.items():
-                save_png(grid, self.folder.path / name / f"epoch_{epoch + 1:03d}.png", min_side=256)
-            tensorboard.epoch(row, grids)
-            self.folder.write_history(state["history"])
-            plot_history(state["history"], self.folder.loss_curve)
+            state["checkpoint"] = self.out.save_checkpoint(self.model, state)
+            self.publish_epoch(row)
             say(epoch_line(row, cfg.num_epochs))
             if state["finished"]:
                 break
         if self.scratch is None:
-            # Fitted now, while the training faces are decoded, so `sample.py --prior gmm` starts at once.
-            say(f"fitting the latent mixture of sample.py --prior gmm on {min(FIT_IMAGES, len(self.train_idx))} training images")
-            best = load_model(self.folder.best_model)
-            fit_density(best, self.faces, self.train_idx, progress=False).save(density_path(self.folder.best_model))
-        where = f"models in {self.folder.path}" if self.scratch is None else f"the chief wrote the models to {self.cfg.out}"
+            self.fit_mixture()
+        where = f"models in {self.out.folder}" if self.scratch is None else f"the chief wrote the models to {self.cfg.out}"
         say(f"done: {state['finished']}; best validation loss {state['best_val_loss']:.2f}; {where}")
-        return self.folder
+        return self.out
+
+    def publish_epoch(self, row: dict, catching_up: bool = False) -> None:
+        """What a finished epoch leaves beside its checkpoint: model_last and (if best) model_best, the grids, TensorBoard,
+        history and loss curve. Idempotent, so a resumed run redoes what a kill cut short."""
+        state, out = self.state, self.out
+        checkpoint = out.folder / state["checkpoint"]
+        if checkpoint.suffix == ".keras":  # an earlier version's .weights.h5 checkpoint came with its models written
+            out.link_model(checkpoint, out.last_model)
+            if row["val_loss"] == state["best_val_loss"]:
+                out.link_model(checkpoint, out.best_model)
+        names = [f"{folder}/epoch_{row['epoch']:03d}.png" for folder in ("samples", "reconstructions")]
+        if not catching_up or not all((out.folder / n).exists() for n in names[: 1 + bool(len(self.probe))]):
+            grids = epoch_grids(self.model, self.fixed_z, self.probe)
+            for name, grid in grids.items():
+                save_png(grid, out.folder / name / f"epoch_{row['epoch']:03d}.png", min_side=256)
+            self.tensorboard.epoch(row, grids)
+        out.write_history(state["history"])
+        plot_history(state["history"], out.loss_curve)
+
+    def fit_mixture(self) -> None:
+        """The latent mixture of sample.py --prior gmm, fitted now while the training faces are decoded."""
+        best = self.main.best_model
+        say(f"fitting the latent mixture of sample.py --prior gmm on {min(FIT_IMAGES, len(self.train_idx))} training images")
+        # The model in memory when it is the best; but not across workers, whose predict() would wait for the others.
+        in_memory = self.state["history"][-1]["val_loss"] == self.state["best_val_loss"] and not spans_workers(self.strategy)
+        model = self.model if in_memory else load_vae(best)
+        try:
+            fit_mixture(model, self.faces, self.train_idx, progress=False).save(self.main.mixture_file_of(best))
+        except MixtureUnavailable as e:
+            say(f"note: {e}; sample.py will draw from N(0, I)")
 
     def probe_loss(self) -> float:
         """Loss of the fixed validation faces through the posterior means: cheap, deterministic, no metric side effects."""
@@ -174,35 +204,34 @@ class Trainer:
             self.blowup = f"training stopped at epoch {epoch + 1}, step {step}: the loss of {len(self.probe)} validation faces is {loss:.4g}"
             self.model.stop_training = True
             return
-        self.folder.save_checkpoint(self.model, {**self.state, "epoch": epoch, "step": step})
+        self.out.save_checkpoint(self.model, {**self.state, "epoch": epoch, "step": step})
 
     def diverged(self) -> str:
         """The message for a run that blew up; the last checkpoint (healthy by construction) stays as it is."""
-        saved = self.folder.read_state()
+        saved = self.out.read_state()
         lr = self.cfg.learning_rate
-        if not self.folder.last_model.exists():
-            self.model.load_weights(self.folder.path / saved["checkpoint"])
-            save_model(self.model, self.folder.last_model)
+        if not self.out.last_model.exists():
+            self.out.link_model(self.out.folder / saved["checkpoint"], self.out.last_model)
         return (
             f"{self.blowup}; the learning rate {lr:g} is likely too high. The last good checkpoint "
             f"({saved['checkpoint']}: epoch {saved['epoch'] + 1}, step {saved['step']}) is intact and "
-            f"{self.folder.last_model} loads: rerun with --learning_rate {1e-3 if lr > 1e-3 else lr / 10:g} to resume from it"
+            f"{self.out.last_model} loads: rerun with --learning_rate {1e-3 if lr > 1e-3 else lr / 10:g} to resume from it"
         )
 
 
-def load_training_faces(cfg: Config, folder: RunFolder) -> data_lib.FaceSet:
+def load_training_faces(cfg: Config, out: Run) -> FaceSet:
     """Decode the training folder (or the synthetic faces) and report skipped files in one line."""
     if cfg.data is None:
-        from vae.synthetic import materialize
+        from vae.data.synthetic import SYNTHETIC_DIR, materialize
 
         source = materialize(SYNTHETIC_DIR, cfg.synthetic_num, cfg.image_size, seed=0)
     else:
         source = Path(cfg.data)
-    faces = data_lib.load_faces(source, cfg.image_size)
+    faces = load_faces(source, cfg.image_size)
     if faces.skipped:
-        write_text_atomic(folder.path / "skipped.txt", "".join(f"{n}\t{w}\n" for n, w in faces.skipped))
-        summary = data_lib.skipped_summary(faces.skipped, len(faces) + len(faces.skipped))
-        say(f"warning: {summary} (list in {folder.path / 'skipped.txt'})")
+        write_text_atomic(out.skipped_file, "".join(f"{n}\t{w}\n" for n, w in faces.skipped))
+        summary = skipped_summary(faces.skipped, len(faces) + len(faces.skipped))
+        say(f"warning: {summary} (list in {out.skipped_file})")
     return faces
 
 
@@ -237,19 +266,6 @@ def build_model(cfg: Config, steps_per_epoch: int, strategy: tf.distribute.Strat
     return model
 
 
-def save_model(model: keras.Model, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-
-
-def epoch_grids(model: VAE, fixed_z, fixed_val) -> dict[str, np.ndarray]:
-    """The grids shown after every epoch, named after their folders: faces from fixed z, validation reconstructions."""
-    grids = {"samples": make_grid(model.decoder.predict(fixed_z, verbose=0), cols=8)}
-    if len(fixed_val):
-        grids["reconstructions"] = pairs_grid(fixed_val, model.predict(fixed_val, verbose=0))
-    return grids
-
-
 def finish_reason(cfg: Config, history: list[dict], epoch: int, budget_spent: bool) -> str | None:
     if budget_spent:
         return f"time budget of {cfg.max_minutes:g} minutes spent in epoch {epoch + 1}"
@@ -260,12 +276,3 @@ def finish_reason(cfg: Config, history: list[dict], epoch: int, budget_spent: bo
         if len(history) - 1 - best >= cfg.early_stopping:
             return f"early stopping: validation loss has not improved for {cfg.early_stopping} epochs"
     return None
-
-
-def epoch_line(row: dict, num_epochs: int) -> str:
-    parts = [f"epoch {row['epoch']}/{num_epochs}", f"loss {row['loss']:.1f}", f"recon {row['recon']:.1f}",
-             f"kl {row['kl']:.1f}", f"val_loss {row['val_loss']:.1f}", f"val_psnr {row['val_psnr']:.2f} dB",
-             f"active {int(row['val_active_units'])}", f"{row['images_per_second']:.0f} img/s", f"{row['seconds']:.0f}s"]
-    if row.get("skipped_steps"):
-        parts.append(f"skipped {int(row['skipped_steps'])} non-finite steps")
-    return " | ".join(parts)

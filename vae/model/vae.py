@@ -1,23 +1,22 @@
-"""The VAE: encoder, sampling and decoder in one keras.Model with its own train_step and test_step."""
+"""The VAE: encoder, sampling and decoder in one keras.Model with its own train_step and test_step; encoding and
+decoding arrays with it; loading a saved one."""
+from __future__ import annotations
+
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from vae.decoder import build_decoder
-from vae.distribute import multi_worker
-from vae.encoder import build_encoder
-from vae.losses import kl_per_dim, l1_per_image
-from vae.optimizer import agree_on_finite
-from vae.sampling import Sampling
+from vae.errors import UserError
+from vae.model.decoder import build_decoder
+from vae.model.encoder import build_encoder
+from vae.model.objective import objective, psnr, to_unit_float
+from vae.model.optimizer import agree_on_finite
+from vae.model.sampling import Sampling
+from vae.pictures import to_uint8
+from vae.progress import progress_bar
 
 ACTIVE_UNIT_NATS = 0.01  # a latent dimension is active when its mean KL over the data exceeds this
-
-
-def to_unit_float(images):
-    """uint8 images (as the data pipeline yields them, 4x smaller to move) to float32 in [0, 1]."""
-    if "int" in str(images.dtype):
-        return ops.cast(images, "float32") / 255.0
-    return ops.cast(images, "float32")
 
 
 @keras.saving.register_keras_serializable(package="vae")
@@ -97,11 +96,10 @@ class VAE(keras.Model):
         return self.decoder(z_mean, training=training)
 
     def deterministic_loss(self, images):
-        """Mean over images of L1 + beta * KL, reconstructing from the posterior mean (no sampling, no metrics)."""
+        """The objective (beta, no free bits) reconstructing from the posterior mean: no sampling, no metrics."""
         images = to_unit_float(images)
         z_mean, z_log_var = self.encoder(images, training=False)
-        recon = l1_per_image(images, self.decoder(z_mean, training=False))
-        return ops.mean(recon + self.beta * ops.sum(kl_per_dim(z_mean, z_log_var), axis=1))
+        return objective(images, self.decoder(z_mean, training=False), z_mean, z_log_var, self.beta).loss
 
     def current_beta(self):
         """beta, scaled by the KL warm-up's progress over optimizer steps."""
@@ -110,33 +108,29 @@ class VAE(keras.Model):
         progress = ops.cast(self.optimizer.iterations + 1, "float32") / self.kl_warmup_steps
         return self.beta * ops.minimum(progress, 1.0)
 
-    def _forward(self, images, training):
-        """(z_mean, L1 of the reconstruction from a sampled z, KL per dimension)."""
+    def _forward(self, images, beta, free_bits, training):
+        """(z_mean, the objective's terms) with z drawn from q(z|x)."""
         z_mean, z_log_var = self.encoder(images, training=training)
-        z = self.sampling([z_mean, z_log_var])
-        reconstructions = self.decoder(z, training=training)
-        return z_mean, l1_per_image(images, reconstructions), kl_per_dim(z_mean, z_log_var)
+        reconstructions = self.decoder(self.sampling([z_mean, z_log_var]), training=training)
+        return z_mean, objective(images, reconstructions, z_mean, z_log_var, beta, free_bits)
 
     def train_step(self, data):
         images = to_unit_float(data)
         beta = self.current_beta()
         with tf.GradientTape() as tape:
-            _, recon, kl_dims = self._forward(images, training=True)
-            kl_term = ops.sum(ops.maximum(ops.mean(kl_dims, axis=0), self.free_bits))
-            loss = ops.mean(recon) + beta * kl_term
+            _, terms = self._forward(images, beta, self.free_bits, training=True)
             # Gradients are summed over replicas, so each divides by their number: sum over the global batch.
-            replica_loss = loss / self.distribute_strategy.num_replicas_in_sync
+            replica_loss = terms.loss / self.distribute_strategy.num_replicas_in_sync
             scaled_loss = self.optimizer.scale_loss(replica_loss)
         grads = tape.gradient(scaled_loss, self.trainable_weights)
-        grads, finite = agree_on_finite(loss, grads)
+        grads, finite = agree_on_finite(terms.loss, grads)
         self.optimizer.apply(grads, self.trainable_weights)
 
         # A skipped step must not turn the epoch's means into NaN.
-        weight = ops.cast(finite, "float32") * ops.ones_like(recon)
-        kl = ops.sum(kl_dims, axis=1)
-        self.recon_tracker.update_state(ops.where(finite, recon, 0.0), sample_weight=weight)
-        self.kl_tracker.update_state(ops.where(finite, kl, 0.0), sample_weight=weight)
-        self.loss_tracker.update_state(ops.where(finite, loss, 0.0), sample_weight=ops.cast(finite, "float32"))
+        weight = ops.cast(finite, "float32") * ops.ones_like(terms.recon)
+        self.recon_tracker.update_state(ops.where(finite, terms.recon, 0.0), sample_weight=weight)
+        self.kl_tracker.update_state(ops.where(finite, terms.kl, 0.0), sample_weight=weight)
+        self.loss_tracker.update_state(ops.where(finite, terms.loss, 0.0), sample_weight=ops.cast(finite, "float32"))
         self.beta_tracker.update_state(beta)
         return self._logs({
             "loss": self.loss_tracker.result(),
@@ -149,22 +143,21 @@ class VAE(keras.Model):
 
     def test_step(self, data):
         images = to_unit_float(data)
-        z_mean, recon, kl_dims = self._forward(images, training=False)
-        kl = ops.sum(kl_dims, axis=1)
-        self.loss_tracker.update_state(recon + self.beta * kl)
-        self.recon_tracker.update_state(recon)
-        self.kl_tracker.update_state(kl)
-        self.active_units.update_state(kl_dims)
+        z_mean, terms = self._forward(images, self.beta, 0.0, training=False)
+        batch = ops.cast(ops.shape(images)[0], "float32")
+        self.loss_tracker.update_state(terms.loss, sample_weight=batch)
+        self.recon_tracker.update_state(terms.recon)
+        self.kl_tracker.update_state(terms.kl)
+        self.active_units.update_state(terms.kl_dims)
         # PSNR of the deterministic reconstruction (from the posterior mean), as reconstruct.py makes it.
-        mse = ops.mean(ops.square(images - ops.cast(self.decoder(z_mean, training=False), "float32")), axis=(1, 2, 3))
-        self.psnr_tracker.update_state(-10.0 * ops.log10(ops.maximum(mse, 1e-10)))
+        self.psnr_tracker.update_state(psnr(images, self.decoder(z_mean, training=False)))
         trackers = [self.loss_tracker, self.recon_tracker, self.kl_tracker, self.psnr_tracker, self.active_units]
         return self._logs({m.name: m.result() for m in trackers})
 
     def _logs(self, logs):
         # Across workers Keras averages each logged value over axis 0, which scalars lack
         # (tensorflow/tensorflow#72388): give them a batch axis of one there.
-        if multi_worker(self.distribute_strategy):
+        if spans_workers(self.distribute_strategy):
             return {k: ops.reshape(ops.cast(v, "float32"), (1,)) for k, v in logs.items()}
         return logs
 
@@ -179,3 +172,48 @@ class VAE(keras.Model):
             "free_bits": self.free_bits,
             "seed": self.seed,
         }
+
+
+def spans_workers(strategy) -> bool:
+    """Whether a tf.distribute strategy spans several worker processes."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return False
+    jobs = resolver.cluster_spec().as_dict()
+    return sum(len(jobs.get(job, [])) for job in ("chief", "worker")) > 1
+
+
+def load_vae(path):
+    """A VAE saved by this package, or UserError in one line for anything else (corrupt, foreign, not a model)."""
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - corrupt zip, wrong content, foreign model: all the same to the user
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load --model {path}: not a model saved by this package ({reason[:200]})") from e
+    if not isinstance(model, VAE):
+        raise UserError(f"--model {path} holds a {type(model).__name__}, not a VAE trained by this package")
+    return model
+
+
+def encode(model: VAE, images, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and log-variances of uint8 images (n, size, size, 3)."""
+    mean, log_var = model.encoder.predict(np.asarray(images, np.float32) / 255.0, batch_size=batch_size, verbose=0)
+    return np.asarray(mean), np.asarray(log_var)
+
+
+def decode(model: VAE, z, batch_size: int = 256) -> np.ndarray:
+    """Faces for latent vectors, as uint8 (n, size, size, 3)."""
+    return to_uint8(model.decoder.predict(np.asarray(z, np.float32), batch_size=batch_size, verbose=0))
+
+
+def encode_faces(model: VAE, faces, indices=None, batch_size: int = 256, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """encode() over a FaceSet (or its `indices`), in batches so a large folder never sits in memory as floats."""
+    indices = np.arange(len(faces)) if indices is None else np.asarray(indices)
+    means, log_vars = [], []
+    with progress_bar(len(indices), "encoding", progress) as bar:
+        for start in range(0, len(indices), batch_size):
+            mean, log_var = encode(model, faces.numpy(indices[start : start + batch_size]), batch_size)
+            means.append(mean)
+            log_vars.append(log_var)
+            bar.update(len(mean))
+    return np.concatenate(means), np.concatenate(log_vars)

@@ -1,4 +1,4 @@
-"""Image grids and PNG files."""
+"""What the package shows: grids of faces, written as PNG and GIF files."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,0 +1,97 @@
+"""Where and how training runs: the tf.distribute strategy and which process writes, numeric precision, XLA, and
+where batches are prefetched.
+
+The CPU defaults come from benchmarks/benchmark.py on a 2-core AMD EPYC (Zen 3, AVX2): see docs/speed.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from vae.errors import UserError
+
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The strategy for --strategy; create it before any other TensorFlow work (multi-worker needs that).
+
+    auto: mirrored when more than one GPU is visible, else default (one device).
+    mirrored: all GPUs of this machine; without GPUs, all logical CPU devices (one, unless configured).
+    multiworker: MultiWorkerMirroredStrategy over the cluster that TF_CONFIG describes.
+    """
+    if name == "auto":
+        name = "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy([d.name for d in gpus or tf.config.list_logical_devices("CPU")])
+    if name == "multiworker":
+        check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UserError(f"--strategy {name} is not one of {', '.join(STRATEGIES)}")
+
+
+def check_tf_config() -> None:
+    """TF_CONFIG must be set and be JSON with a cluster and a task, or MultiWorkerMirroredStrategy fails obscurely."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise UserError("--strategy multiworker needs TF_CONFIG set on every worker (see docs/distributed.md)")
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise UserError(f"TF_CONFIG is not valid JSON ({e}): {text[:80]}") from e
+    if not isinstance(value, dict) or "cluster" not in value or "task" not in value:
+        raise UserError('TF_CONFIG must be a JSON object with "cluster" and "task" (see docs/distributed.md)')
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run folder: the chief, or worker 0 of a cluster without one; any single process."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief)
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Wait until every worker gets here: an all-reduce of one number."""
+    strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+
+def has_gpu() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def resolve_precision(name: str) -> str:
+    """auto: mixed_float16 on a GPU (tensor cores); float32 on a CPU, where bfloat16 measured slower."""
+    if name == "auto":
+        return "mixed_float16" if has_gpu() else "float32"
+    return name
+
+
+def use_precision(name: str) -> str:
+    """Set Keras' global dtype policy for the layers built next; return the policy's name."""
+    policy = resolve_precision(name)
+    keras.config.set_dtype_policy(policy)
+    return policy
+
+
+def resolve_jit(name: str) -> bool:
+    """auto: XLA on a GPU; off on a CPU, where 40 s of compiling bought only 15% faster steps."""
+    if name == "auto":
+        return has_gpu()
+    return name == "on"
+
+
+def prefetch_device(strategy: tf.distribute.Strategy) -> str | None:
+    """The device to prefetch training batches to: the one GPU of a single-device run, else none
+    (mirrored strategies distribute and prefetch to their devices themselves)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if strategy.num_replicas_in_sync == 1 and gpus:
+        return gpus[0].name
+    return None
