@@ -38,6 +38,7 @@ def main(argv):
     run_ = Run.open(args.model)
     model = run_.load_model(args.image_size, args.latent_dim)
     if args.command == "interpolate":
+        latent.check_interpolation(args.random, args.steps)
         if args.images is not None:
             strip, frames = latent.interpolate_images(model, args.images, args.steps)
         else:
@@ -49,6 +50,7 @@ def main(argv):
     elif args.command == "traverse":
         from vae.evaluation.report import evaluation_images
 
+        latent.check_traversal(model, args.dims, args.steps, args.span)
         faces, described = evaluation_images(run_, args.data, model.image_size)
         rows = latent.traverse(model, faces, out, args.dims, args.steps, args.span, args.image)
         print(f"wrote {out}; rows, by mean KL over {len(faces)} images ({described}): "

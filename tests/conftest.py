@@ -1,6 +1,7 @@
 """Shared fixtures: tiny image folders, the real faces when present, and running the scripts."""
 import json
 import os
+import runpy
 import subprocess
 import sys
 import time
@@ -52,6 +53,10 @@ def run_script(*args, cwd=ROOT, timeout=300, env=None):
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+# Each script's main(argv), to run a command line in-process (vae.cli.run) where a fresh process proves nothing more.
+MAIN = {name: runpy.run_path(str(ROOT / f"{name}.py"), run_name=name)["main"]
+        for name in ("train", "sample", "reconstruct", "evaluate", "explore")}
+
 TINY = ["--image_size", "32", "--width", "8", "--latent_dim", "8", "--batch_size", "8"]
 
 
@@ -78,6 +83,18 @@ def model(trained):
     from vae.run import Run
 
     return Run.open(trained[1]).load_model()
+
+
+def cli(capsys, script: str, *args) -> tuple[str, str]:
+    """Run a script's command line in-process as vae.cli.run would; assert it succeeded; return (stdout, stderr)."""
+    from vae.cli import run
+
+    capsys.readouterr()
+    try:
+        run(MAIN[script], [str(a) for a in args])
+    except SystemExit as e:
+        raise AssertionError(f"{script}.py exited with {e.code}: {capsys.readouterr().err}") from e
+    return capsys.readouterr()
 
 
 def kill_when(args, ready, timeout=240, env=None):

@@ -1,13 +1,12 @@
 """Bad input never crashes with a traceback and never loses data: each row of issue 5, on generated files."""
 import os
 import re
-import runpy
 from pathlib import Path
 
 import numpy as np
 import pytest
 from bad_files import BROKEN, IGNORED, RED, TOO_SMALL, USABLE, halves, noise, write_all
-from conftest import ROOT, TINY, blob_images, run_script, write_pngs
+from conftest import MAIN, TINY, blob_images, run_script, write_pngs
 from PIL import Image
 
 import vae.model
@@ -17,7 +16,6 @@ from vae.errors import UserError
 from vae.evaluation.reconstruction import reconstruct_folder
 
 SIZE = 32
-MAIN = {name: runpy.run_path(str(ROOT / f"{name}.py"), run_name=name)["main"] for name in ("train", "sample", "reconstruct")}
 
 
 def flat(color) -> np.ndarray:
@@ -306,3 +304,77 @@ def test_a_folder_mixing_good_images_with_every_bad_kind_trains_and_reconstructs
     assert f"warning: skipped {skipped} of {skipped + usable} image files: " in rec.stdout
     assert len((tmp_path / "rec" / "metrics.csv").read_text().splitlines()) == 1 + usable
     assert snapshot(folder) == before
+
+
+# Every command answers --help at once, and every user error is one line with exit code 2 (issue: clean answers).
+
+HELP = [["train.py"], ["sample.py"], ["reconstruct.py"], ["evaluate.py"], ["explore.py"], ["explore.py", "interpolate"],
+        ["explore.py", "traverse"], ["explore.py", "encode"], ["-m", "vae.data.synthetic"]]
+
+
+@pytest.mark.parametrize("command", HELP, ids=" ".join)
+def test_every_command_answers_help_without_loading_tensorflow(command):
+    module = command[0] == "-m"
+    target, argv = (command[1], ["synthetic", "--help"]) if module else (command[0], [*command, "--help"])
+    probe = (f"import runpy, sys\nsys.argv = {argv!r}\ntry:\n"
+             f"    runpy.run_{'module' if module else 'path'}({target!r}, run_name='__main__')\n"
+             "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+             "print('tensorflow loaded:', 'tensorflow' in sys.modules)\n")
+    result = run_script("-c", probe)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith("usage: ") and result.stdout.rstrip().endswith("tensorflow loaded: False")
+    if command == ["train.py"]:
+        assert re.search(r"15%\s+faster", result.stdout)  # a help text with a % sign
+        assert result.stdout.count("(default: 0.001)") == 1 and "(default: None)" not in result.stdout
+
+
+def test_tensorflow_stays_quiet_whatever_log_level_the_user_set(tmp_path):
+    missing = tmp_path / "missing"
+    for level in ("0", "2"):
+        result = run_script("train.py", "--data", missing, "--out", tmp_path / "run", env={"TF_CPP_MIN_LOG_LEVEL": level})
+        assert result.returncode == 2 and result.stderr == f"error: --data {missing} does not exist; pass a folder of face images\n"
+    debug = run_script("train.py", "--data", missing, "--out", tmp_path / "run", "--debug", env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert "Traceback" in debug.stderr and re.search(r"^[IWE]\d{4} ", debug.stderr, re.M)  # TensorFlow's own log is back
+
+
+@pytest.mark.parametrize("script, flags, match", [
+    ("sample", ["--temperature", "inf"], "argument --temperature: must be a positive finite number, got inf"),
+    ("sample", ["--temperature", "nan"], "argument --temperature: must be a positive finite number, got nan"),
+    ("sample", ["--temperature", "0"], "argument --temperature: must be a positive finite number, got 0"),
+    ("sample", ["--seed", "-1"], "argument --seed: must be a whole number of at least 0, got -1"),
+    ("sample", ["--num", "0"], "argument --num: must be a whole number of at least 1, got 0"),
+    ("sample", ["--out", "grid.jpg"], "--out grid.jpg: sample.py writes .png files; give a name ending in .png"),
+    ("explore", ["traverse", "--span", "nan"], "argument --span: must be a positive finite number, got nan"),
+    ("explore", ["traverse", "--out", "t.jpg"], "--out t.jpg: explore.py traverse writes .png files"),
+    ("explore", ["traverse", "--dims", "1000"], "--dims must be from 1 to 8, got 1000"),
+    ("explore", ["interpolate", "--random", "2", "--steps", "100000"], "--steps must be from 2 to 100, got 100000"),
+    ("explore", ["interpolate", "--random", "1000"], "--random must be from 1 to 32, got 1000"),
+    ("explore", ["encode", "--data", ".", "--out", "z.txt"], "--out z.txt: explore.py encode writes .npz files"),
+    ("evaluate", ["--num_samples", "-5"], "argument --num_samples: must be a whole number of at least 1, got -5"),
+    ("train", ["--seed", "-1"], "--seed must be a finite number of at least 0, got -1"),
+    ("train", ["--latent_dim", "100000"], "--latent_dim must be at most 1024, got 100000"),
+    ("train", ["--width", "100000"], "--width must be at most 512, got 100000"),
+])
+def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, model_file, script, flags, match):
+    model = [] if script == "train" else ["--model", model_file]
+    if script == "explore":
+        flags = [flags[0], *model, *flags[1:]]
+        model = []
+    fails(capsys, script, *model, *flags, *(["--out", tmp_path / "run"] if script == "train" else []), match=match)
+
+
+def test_tf_config_that_is_not_json_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{'cluster': oops")
+    fails(capsys, "train", "--strategy", "multiworker", "--out", tmp_path / "run", *TINY,
+          match="TF_CONFIG is not valid JSON (Expecting property name enclosed in double quotes")
+
+
+@pytest.mark.parametrize("script", ["train", "sample"])
+def test_an_out_that_cannot_be_written_is_exit_2(tmp_path, capsys, model_file, script):
+    (tmp_path / "a file").write_text("in the way")
+    where = tmp_path / "a file" / ("run" if script == "train" else "grid.png")
+    args = ["--out", where, *TINY] if script == "train" else ["--model", model_file, "--prior", "normal", "--out", where]
+    with pytest.raises(SystemExit) as exit:
+        run(MAIN[script], [str(a) for a in args])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.startswith(f"error: cannot use {tmp_path / 'a file'}") and len(err.splitlines()) == 1, err

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import cli, run_script
 from PIL import Image
 
 from vae.errors import UserError
@@ -20,17 +20,19 @@ def report(trained, model):
     return evaluate(model, Run.open(trained[1]), progress=False)[0]
 
 
-def test_cli_writes_and_prints_the_report(trained, tmp_path):
+def test_cli_writes_and_prints_the_report(trained, tmp_path, capsys):
     _, run = trained
-    result = run_script("evaluate.py", "--model", run, "--out", tmp_path / "eval")
-    assert result.returncode == 0, result.stderr
+    stdout, _ = cli(capsys, "evaluate", "--model", run, "--out", tmp_path / "eval")
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     validation = json.loads((run / "split.json").read_text())["validation"]
     assert report["images"] == report["swd_images"] == len(validation) > 0
     assert report["laplace_scale_fitted_on"].startswith(f"{40 - len(validation)} training images")
     assert set(report["swd_x1e3"]) == {"32", "16", "avg"} and report["swd_x1e3"]["avg"] > 0
-    assert f"| PSNR | {report['psnr']:.2f} dB |" in result.stdout
-    assert f"| SWD x1e3, 16 px | {report['swd_x1e3']['16']:.2f} |" in result.stdout
+    assert f"| PSNR | {report['psnr']:.2f} dB |" in stdout
+    assert f"| SWD x1e3, 16 px | {report['swd_x1e3']['16']:.2f} |" in stdout
+    # 8 validation images: the SWD is noise, and the report says so.
+    assert f"warning: SWD on {len(validation)} images is mostly sampling noise" in stdout
+    assert report["swd_warning"].startswith(f"SWD on {len(validation)} images")
     markdown = (tmp_path / "eval" / "report.md").read_text()
     assert "![reconstructions](reconstructions.png)" in markdown and "bits/dim" in markdown
     grid = np.asarray(Image.open(tmp_path / "eval" / "reconstructions.png"))

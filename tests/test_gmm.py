@@ -44,3 +44,44 @@ def test_save_and_load(tmp_path, two_clusters):
     mixture.save(tmp_path / "g.npz")
     loaded = GaussianMixture.load(tmp_path / "g.npz")
     np.testing.assert_array_equal(loaded.sample(10, seed=0), mixture.sample(10, seed=0))
+
+
+def test_sampling_many_latents_never_builds_a_matrix_per_draw():
+    """20,000 draws in 128 dimensions: a (num, d, d) array of Cholesky factors would take 2.6 GB."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    factors = rng.normal(0, 0.1, (10, 128, 128))
+    mixture = GaussianMixture(np.full(10, 0.1), rng.normal(0, 1, (10, 128)), factors @ factors.transpose(0, 2, 1) + np.eye(128))
+    tracemalloc.start()
+    draws = mixture.sample(20000, seed=0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert draws.shape == (20000, 128) and np.isfinite(draws).all()
+    assert peak < 100e6, f"{peak / 1e6:.0f} MB"
+    # Each draw from its own component: the component means explain most of the draws' spread.
+    assert np.abs(draws.mean(0) - mixture.means.mean(0)).max() < 0.15
+
+
+def test_too_few_training_images_for_the_mixture_is_said_not_fitted_as_nan():
+    from vae.model.prior import MixtureUnavailable, fit_mixture
+
+    class FewFaces:
+        def __len__(self):
+            return 9
+
+    with pytest.raises(MixtureUnavailable, match="9 training images are too few to fit the latent mixture"):
+        fit_mixture(model=None, faces=FewFaces())
+    one = GaussianMixture.fit(np.ones((1, 4)), components=1)
+    assert one.is_finite() and one.sample(3, seed=0).shape == (3, 4)
+
+
+def test_prior_draws_do_not_depend_on_how_many_are_asked_for():
+    from vae.model.prior import CHUNK, prior_latents
+
+    mixture = GaussianMixture.fit(np.random.default_rng(0).normal(0, 1, (200, 3)), components=2)
+    for density in (None, mixture):
+        many = prior_latents(CHUNK + 500, 3, seed=5, density=density)
+        assert np.array_equal(prior_latents(64, 3, seed=5, density=density), many[:64])
+        assert np.array_equal(prior_latents(CHUNK + 10, 3, seed=5, density=density), many[: CHUNK + 10])
+        assert not np.array_equal(prior_latents(64, 3, seed=6, density=density), many[:64])

@@ -125,7 +125,7 @@ def _checked(path, name: str, value, f: dataclasses.Field):
     kinds = _KINDS[f.type]
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-        raise UserError(f"{path} is damaged: {name} is {json.dumps(value)[:40]}, not a {wanted}; "
+        raise UserError(f"{path} is damaged: {name} is {json.dumps(value)[:40]}, not of type {wanted}; "
                         "fix it or pass --overwrite to train this folder afresh")
     return float(value) if f.type == "float" else value
 

@@ -1,2 +1,2 @@
-"""Face images: finding and decoding files, the uint8 cache and its tf.data pipelines, and synthetic faces."""
-import vae.backend  # noqa: F401  (Keras and TensorFlow, quietly, before any submodule)
+"""Face images: finding and decoding files (decode, numpy and PIL only), the uint8 cache and its tf.data pipelines
+(dataset), and synthetic faces (synthetic, no TensorFlow either)."""

@@ -7,11 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# isort: off
+import vae.backend  # noqa: F401  (TensorFlow, quietly, before the import below)
+# isort: on
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from vae.data.decode import name_hash, find_images, is_validation, load_image, printable, skip_reason
+from vae.data.decode import find_images, is_validation, load_image, name_hash, printable, skip_reason
 from vae.errors import UserError
 from vae.progress import progress_bar
 

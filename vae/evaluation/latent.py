@@ -84,13 +84,19 @@ def interpolate_images(model, paths: list[str], steps: int) -> tuple[np.ndarray,
 def interpolate_prior(model, pairs: int, steps: int, seed: int, density=None) -> tuple[np.ndarray, list[np.ndarray]]:
     """Between `pairs` pairs of random prior points (from `density` if given): a grid with one pair per row, and GIF
     frames with the pairs side by side."""
-    if not 0 < pairs <= MAX_ROWS:
-        raise UserError(f"--random must be from 1 to {MAX_ROWS}, got {pairs}")
+    check_interpolation(pairs, steps)
     ends = prior_latents(2 * pairs, model.latent_dim, seed, density=density)
     t = np.linspace(0.0, 1.0, _check_steps(steps))
     faces = decode(model, np.concatenate([slerp(ends[2 * i], ends[2 * i + 1], t) for i in range(pairs)]))
     rows = faces.reshape(pairs, steps, *faces.shape[1:])
     return make_grid(faces, cols=steps), [make_grid(rows[:, k], cols=pairs) for k in range(steps)]
+
+
+def check_interpolation(pairs: int | None, steps: int) -> None:
+    """UserError unless the rows (random pairs, if any) and the steps are within bounds."""
+    if pairs is not None and not 0 < pairs <= MAX_ROWS:
+        raise UserError(f"--random must be from 1 to {MAX_ROWS}, got {pairs}")
+    _check_steps(steps)
 
 
 def _check_steps(steps: int) -> int:
@@ -109,15 +115,21 @@ def traversal_grid(model, base: np.ndarray, dims: list[int], steps: int, span: f
     return make_grid(decode(model, z), cols=steps)
 
 
-def traverse(model, faces: FaceSet, out: Path | str, num_dims: int, steps: int, span: float,
-             image: str | None = None, progress: bool = True) -> list[tuple[int, float]]:
-    """Write the traversal grid of the `num_dims` dimensions with the largest mean KL over `faces`, around the prior
-    mean (or the posterior mean of `image`); return the (dimension, mean KL in nats) of each row."""
+def check_traversal(model, num_dims: int, steps: int, span: float) -> None:
+    """UserError unless the traversal's rows, columns and span are within bounds (checked before any image is read)."""
     most = min(MAX_ROWS, model.latent_dim)
     if not 0 < num_dims <= most:
         raise UserError(f"--dims must be from 1 to {most}, got {num_dims}")
     if not (span > 0 and math.isfinite(span)):
         raise UserError(f"--span must be a positive number, got {span}")
+    _check_steps(steps)
+
+
+def traverse(model, faces: FaceSet, out: Path | str, num_dims: int, steps: int, span: float,
+             image: str | None = None, progress: bool = True) -> list[tuple[int, float]]:
+    """Write the traversal grid of the `num_dims` dimensions with the largest mean KL over `faces`, around the prior
+    mean (or the posterior mean of `image`); return the (dimension, mean KL in nats) of each row."""
+    check_traversal(model, num_dims, steps, span)
     kl = mean_kl(*encode_faces(model, faces, progress=progress))
     dims = [int(d) for d in np.argsort(-kl, kind="stable")[:num_dims]]
     base = np.zeros(model.latent_dim, np.float32)

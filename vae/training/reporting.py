@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import tensorflow as tf
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only: no display is needed or wanted
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from vae.files import atomic_path  # noqa: E402
-from vae.pictures import make_grid, pairs_grid  # noqa: E402
+from vae.files import atomic_path
+from vae.pictures import make_grid, pairs_grid
 
 SCALARS = ["loss", "recon", "kl", "beta", "val_loss", "val_recon", "val_kl", "val_psnr", "val_active_units",
            "learning_rate", "images_per_second", "skipped_steps"]
@@ -43,7 +40,9 @@ def epoch_grids(model, fixed_z, fixed_val) -> dict[str, np.ndarray]:
 def plot_history(history: list[dict], path: Path) -> None:
     """Loss, reconstruction and KL (training and validation) and validation PSNR per epoch, in one PNG."""
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    # A bare Figure (no pyplot, no display) with a fixed layout: a third of the time tight_layout takes.
+    fig = Figure(figsize=(16, 3.6))
+    axes = fig.subplots(1, 4)
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax, key, title in zip(axes, ["loss", "recon", "kl"], ["loss (recon + beta KL)", "reconstruction (L1 sum)", "KL (nats)"]):
@@ -57,10 +56,9 @@ def plot_history(history: list[dict], path: Path) -> None:
     axes[3].set_title("validation PSNR (dB)")
     axes[3].set_xlabel("epoch")
     axes[3].grid(alpha=0.3)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.14, top=0.91, wspace=0.22)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
 
 
 class TensorBoardLog:
