@@ -1,6 +1,7 @@
 """Decoded faces in one uint8 cache, split into training and validation, streamed by tf.data."""
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -101,23 +102,34 @@ def epoch_order(num: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray
 
 def train_batches(
     faces: FaceSet, indices, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, flip: bool = True,
-    device: str | None = None,
+    device: str | None = None, epochs: int | None = 1,
 ) -> tf.data.Dataset:
-    """One epoch of full uint8 batches in this epoch's order, starting after `skip_batches` batches.
+    """Full uint8 batches of `epochs` epochs (None: every epoch from `epoch` on), each in its own order, starting
+    after `skip_batches` batches of the first; an epoch's last partial batch is left out.
 
-    With `device`, batches are prefetched onto it (a GPU), so the copy overlaps the previous step.
+    One dataset, so one iterator, for a whole run: on CPUs a new iterator each epoch stalled the next step for
+    seconds (docs/speed.md). With `device`, batches are prefetched onto it (a GPU), so the copy overlaps the step.
     """
-    order, flips = epoch_order(len(indices), seed, epoch)
-    start = skip_batches * batch_size
-    rows = np.asarray(indices, dtype=np.int64)[order][start:]
-    flips = (flips & flip)[start:]
+    indices = np.asarray(indices, dtype=np.int64)
+    steps = len(indices) // batch_size
+
+    def batches():
+        first = skip_batches
+        for e in itertools.count(epoch) if epochs is None else range(epoch, epoch + epochs):
+            order, flips = epoch_order(len(indices), seed, e)
+            for step in range(first, steps):
+                chosen = slice(step * batch_size, (step + 1) * batch_size)
+                yield indices[order[chosen]], flips[chosen] & flip
+            first = 0
+
     images = faces.images
 
     def gather(rows, flips):
         batch = tf.gather(images, rows)
         return tf.where(flips[:, None, None, None], tf.reverse(batch, axis=[2]), batch)
 
-    ds = tf.data.Dataset.from_tensor_slices((rows, flips)).batch(batch_size, drop_remainder=True)
+    spec = (tf.TensorSpec((batch_size,), tf.int64), tf.TensorSpec((batch_size,), tf.bool))
+    ds = tf.data.Dataset.from_generator(batches, output_signature=spec)
     ds = _finish(ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
     return ds.apply(tf.data.experimental.prefetch_to_device(device)) if device else ds
 

@@ -29,6 +29,7 @@ from vae.training.reporting import TensorBoardLog, epoch_grids, epoch_line, plot
 GRID_SIZE = 64  # faces in each per-epoch sample grid
 PROBE_SIZE = 32  # fixed validation faces: the reconstruction grid, and the health check before each checkpoint
 BLOWUP = 10.0  # a loss this many times the untrained model's means the weights blew up, finite or not
+PLOT_EVERY_S = 60  # the loss curve takes about half a second to draw on a small CPU: not after every short epoch
 
 
 def train(cfg: Config, overwrite: bool = False) -> Run:
@@ -47,6 +48,7 @@ class Trainer:
         self.cfg = cfg
         self.main = Run(cfg.out)
         self.out, self.scratch = self.main, None
+        self.plotted, self.plot_spaced = -math.inf, False
 
     def start(self, overwrite: bool) -> None:
         """Take the run folder, decode the data, build the model, and load the checkpoint to resume from, if any."""
@@ -110,55 +112,72 @@ class Trainer:
 
     def run(self) -> Run:
         cfg, state = self.cfg, self.state
-        bar = EpochBar(self.steps, cfg.num_epochs)
-        nonfinite = NonFiniteStop(cfg.max_bad_steps)
-        budget = TimeBudget(cfg.max_minutes, self.started)
-        callbacks = [bar, StepCheckpoint(cfg.save_every_steps, self.steps, self.checkpoint), nonfinite, budget]
-        val_ds = eval_batches(self.faces, self.val_idx, cfg.batch_size)
-
-        for epoch in range(state["epoch"], cfg.num_epochs):
-            first_step = state["step"]
-            for cb in callbacks:
-                cb.start_epoch(epoch, first_step)
-            t0 = time.perf_counter()
-            ds = train_batches(self.faces, self.train_idx, cfg.batch_size, cfg.seed, epoch, first_step, cfg.flip,
-                               device=prefetch_device(self.strategy))
-            fit = self.model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, verbose=0, callbacks=callbacks, shuffle=False)
-            seconds = time.perf_counter() - t0
-            if nonfinite.tripped_at is not None:
-                at_epoch, at_step = nonfinite.tripped_at
-                self.blowup = (f"training stopped at epoch {at_epoch + 1}, step {at_step}: {cfg.max_bad_steps} consecutive "
-                               "steps had a NaN or Inf loss or gradient (each was skipped)")
-            if self.blowup:
-                raise UserError(self.diverged())
-
-            val_logs = self.model.evaluate(val_ds, return_dict=True, verbose=0)
-            if not self.healthy(val_logs["loss"]):
-                self.blowup = f"training stopped after epoch {epoch + 1}: the validation loss is {val_logs['loss']:.4g}"
-                raise UserError(self.diverged())
-            row = {
-                "epoch": epoch + 1,
-                "steps": bar.last_step,
-                **{k: float(v[-1]) for k, v in fit.history.items() if k != "consecutive_skips"},
-                **{f"val_{k}": float(v) for k, v in val_logs.items()},
-                "learning_rate": current_learning_rate(self.model.optimizer),
-                "seconds": round(seconds, 2),
-                "images_per_second": round((bar.last_step - first_step) * cfg.batch_size / seconds, 1),
-            }
-            state["history"].append(row)
-            if state["best_val_loss"] is None or row["val_loss"] < state["best_val_loss"]:
-                state["best_val_loss"] = row["val_loss"]
-            state.update(epoch=epoch + 1, step=0, finished=finish_reason(cfg, state["history"], epoch, budget.spent))
-            state["checkpoint"] = self.out.save_checkpoint(self.model, state)
-            self.publish_epoch(row)
-            say(epoch_line(row, cfg.num_epochs))
-            if state["finished"]:
-                break
+        self.bar = EpochBar(self.steps, cfg.num_epochs)
+        self.nonfinite = NonFiniteStop(cfg.max_bad_steps)
+        self.budget = TimeBudget(cfg.max_minutes, self.started)
+        self.within = [self.bar, StepCheckpoint(cfg.save_every_steps, self.steps, self.checkpoint), self.nonfinite, self.budget]
+        self.val_ds = eval_batches(self.faces, self.val_idx, cfg.batch_size)
+        epoch, step = state["epoch"], state["step"]
+        if step and epoch < cfg.num_epochs:
+            # The rest of an interrupted epoch on its own: Keras counts the same steps in every epoch of one fit call.
+            self.fit(epoch, step, 1)
+            epoch += 1
+        if epoch < cfg.num_epochs and not state["finished"]:
+            self.fit(epoch, 0, cfg.num_epochs - epoch)
         if self.scratch is None:
             self.fit_mixture()
         where = f"models in {self.out.folder}" if self.scratch is None else f"the chief wrote the models to {self.cfg.out}"
         say(f"done: {state['finished']}; best validation loss {state['best_val_loss']:.2f}; {where}")
         return self.out
+
+    def fit(self, epoch: int, first_step: int, epochs: int) -> None:
+        """`epochs` epochs from `epoch` (its first `first_step` steps done) in one fit call, so one data iterator: on CPUs
+        a new iterator each epoch stalled the next step for seconds. Each epoch ends in end_epoch()."""
+        cfg = self.cfg
+        ds = train_batches(self.faces, self.train_idx, cfg.batch_size, cfg.seed, epoch, first_step, cfg.flip,
+                           device=prefetch_device(self.strategy), epochs=epochs)
+        hooks = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: self.begin_epoch(e),
+                                               on_epoch_end=lambda e, logs: self.end_epoch(e, logs))
+        self.model.fit(ds, initial_epoch=epoch, epochs=epoch + epochs, steps_per_epoch=self.steps - first_step, verbose=0, shuffle=False,
+                       callbacks=[hooks, *self.within])
+
+    def begin_epoch(self, epoch: int) -> None:
+        for cb in self.within:
+            cb.start_epoch(epoch, self.state["step"])
+        self.epoch_started = time.perf_counter()
+
+    def end_epoch(self, epoch: int, logs: dict) -> None:
+        """Validate, checkpoint and publish a finished (or stopped) epoch; stop training when the run is finished."""
+        cfg, state = self.cfg, self.state
+        seconds = time.perf_counter() - self.epoch_started
+        if self.nonfinite.tripped_at is not None:
+            at_epoch, at_step = self.nonfinite.tripped_at
+            self.blowup = (f"training stopped at epoch {at_epoch + 1}, step {at_step}: {cfg.max_bad_steps} consecutive "
+                           "steps had a NaN or Inf loss or gradient (each was skipped)")
+        if self.blowup:
+            raise UserError(self.diverged())
+        val_logs = self.model.evaluate(self.val_ds, return_dict=True, verbose=0)
+        if not self.healthy(val_logs["loss"]):
+            self.blowup = f"training stopped after epoch {epoch + 1}: the validation loss is {val_logs['loss']:.4g}"
+            raise UserError(self.diverged())
+        row = {
+            "epoch": epoch + 1,
+            "steps": self.bar.last_step,
+            **{k: float(v) for k, v in logs.items() if k != "consecutive_skips"},
+            **{f"val_{k}": float(v) for k, v in val_logs.items()},
+            "learning_rate": current_learning_rate(self.model.optimizer),
+            "seconds": round(seconds, 2),
+            "images_per_second": round((self.bar.last_step - state["step"]) * cfg.batch_size / seconds, 1),
+        }
+        state["history"].append(row)
+        if state["best_val_loss"] is None or row["val_loss"] < state["best_val_loss"]:
+            state["best_val_loss"] = row["val_loss"]
+        state.update(epoch=epoch + 1, step=0, finished=finish_reason(cfg, state["history"], epoch, self.budget.spent))
+        state["checkpoint"] = self.out.save_checkpoint(self.model, state)
+        self.publish_epoch(row)
+        say(epoch_line(row, cfg.num_epochs))
+        if state["finished"]:
+            self.model.stop_training = True
 
     def publish_epoch(self, row: dict, catching_up: bool = False) -> None:
         """What a finished epoch leaves beside its checkpoint: model_last and (if best) model_best, the grids, TensorBoard,
@@ -176,7 +195,13 @@ class Trainer:
                 save_png(grid, out.folder / name / f"epoch_{row['epoch']:03d}.png", min_side=256)
             self.tensorboard.epoch(row, grids)
         out.write_history(state["history"])
-        plot_history(state["history"], out.loss_curve)
+        if catching_up or state["finished"] or time.monotonic() - self.plotted >= PLOT_EVERY_S:
+            plot_history(state["history"], out.loss_curve)
+            self.plotted = time.monotonic()
+        elif not self.plot_spaced:
+            say(f"note: epochs are short, so loss_curve.png is redrawn at most every {PLOT_EVERY_S} s and at the end "
+                "(history.csv and TensorBoard get every epoch)")
+            self.plot_spaced = True
 
     def fit_mixture(self) -> None:
         """The latent mixture of sample.py --prior gmm, fitted now while the training faces are decoded."""
