@@ -149,3 +149,39 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
     result = run_script("-c", code)
     assert result.returncode == 0, result.stderr
     assert "identical" in result.stdout
+
+
+def test_a_calibrated_decoder_learns_the_error_scale_per_channel(tmp_path):
+    from vae.model.objective import laplace_nll
+
+    model = tiny_vae(beta=0.5, learn_scale=True)
+    images = blob_images(16, 32)
+    start = np.exp(np.asarray(model.log_scale))
+    history = model.fit(images, batch_size=8, epochs=40, verbose=0, shuffle=False).history
+    scale = np.exp(np.asarray(model.log_scale))
+    assert start == pytest.approx([0.2] * 3) and not np.allclose(scale, start)
+    # The loss is the Laplace NLL plus beta KL; its scale follows the per-value error it is trained on.
+    x = images / 255.0
+    z_mean, z_log_var = model.encoder(x)
+    recon = np.asarray(model.decoder(z_mean))
+    error = np.abs(x - recon).mean(axis=(0, 1, 2))
+    assert scale == pytest.approx(error, rel=0.5)
+    assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0] - 500
+    # The learned scale fits these errors better than the one it started from: a lower NLL.
+    assert np.asarray(laplace_nll(x, recon, np.log(scale))).mean() < np.asarray(laplace_nll(x, recon, np.log(start))).mean()
+    model.save(tmp_path / "calibrated.keras")
+    loaded = keras.saving.load_model(tmp_path / "calibrated.keras")
+    assert loaded.learn_scale and np.array_equal(np.asarray(loaded.log_scale), np.asarray(model.log_scale))
+
+
+def test_a_time_budget_decays_the_rate_to_zero_when_the_time_is_up():
+    from vae.model.optimizer import WarmupDecay
+
+    schedule = WarmupDecay(1e-2, warmup_steps=0, total_steps=1000, decay="cosine")
+    assert float(schedule(10)) == pytest.approx(1e-2, rel=1e-3)
+    schedule.time_spent.assign(0.5)  # half the budget gone after 10 of 1000 steps: half way down the cosine
+    assert float(schedule(10)) == pytest.approx(5e-3, rel=1e-3)
+    schedule.time_spent.assign(1.0)
+    assert float(schedule(10)) == pytest.approx(0.0, abs=1e-9)
+    linear = WarmupDecay(1e-2, warmup_steps=0, total_steps=100, decay="linear")
+    assert [float(linear(s)) for s in (0, 50, 100)] == pytest.approx([1e-2, 5e-3, 0.0], abs=1e-9)

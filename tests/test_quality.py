@@ -60,16 +60,24 @@ def test_laplace_scale_is_the_mean_absolute_error():
 def test_bits_per_dim_of_a_one_pixel_image():
     # x = (0.2, 0.5, 0.8), x_hat = (0.3, 0.5, 0.6): sum |x - x_hat| = 0.3; b = 0.1; KL = 2 nats; D = 3.
     # -log p = 0.3 / 0.1 + 3 ln(0.2) = -1.8283 nats; plus KL: 0.1717 nats; / (3 ln 2) = 0.08256; + log2(255) = 7.99435.
-    bpd = objective.bits_per_dim([0.3], [2.0], scale=0.1, dims=3)
-    assert bpd == pytest.approx([(3.0 + 3 * math.log(0.2) + 2.0) / (3 * math.log(2)) + math.log2(255)])
+    x, x_hat = np.array([[[[0.2, 0.5, 0.8]]]]), np.array([[[[0.3, 0.5, 0.6]]]])
+    nll = np.asarray(objective.laplace_nll(x, x_hat, math.log(0.1)))
+    assert nll == pytest.approx([0.3 / 0.1 + 3 * math.log(0.2)], rel=1e-5)
+    bpd = objective.bits_per_dim(nll, [2.0], dims=3)
+    assert bpd == pytest.approx([(3.0 + 3 * math.log(0.2) + 2.0) / (3 * math.log(2)) + math.log2(255)], rel=1e-6)
     assert bpd == pytest.approx([8.07692], abs=1e-5)
+    # One scale per channel: each channel's error over its own scale, and its own normaliser.
+    per_channel = np.asarray(objective.laplace_nll(x, x_hat, np.log([0.1, 0.2, 0.4])))
+    assert per_channel == pytest.approx([0.1 / 0.1 + 0.0 / 0.2 + 0.2 / 0.4 + math.log(0.2 * 0.4 * 0.8)], rel=1e-5)
 
 
 def test_bits_per_dim_of_a_uniform_density_is_the_8_bit_code_length():
     # b = 1/2 and no error: the density is 1 on [0, 1] (2b = 1), so each 8-bit value costs log2(255) bits, 8 with KL.
-    assert objective.bits_per_dim([0.0], [0.0], scale=0.5, dims=12) == pytest.approx([math.log2(255)])
+    flat = np.full((1, 2, 2, 3), 0.5)
+    nll = np.asarray(objective.laplace_nll(flat, flat, math.log(0.5)))
+    assert objective.bits_per_dim(nll, [0.0], dims=12) == pytest.approx([math.log2(255)])
     kl = 12 * math.log(2) * (8 - math.log2(255))  # the KL that tops the code length up to exactly 8 bits
-    assert objective.bits_per_dim([0.0], [kl], scale=0.5, dims=12) == pytest.approx([8.0])
+    assert objective.bits_per_dim(nll, [kl], dims=12) == pytest.approx([8.0])
 
 
 def test_sliced_wasserstein_of_shifted_one_dimensional_sets():

@@ -31,13 +31,16 @@ class Config:
     latent_dim: int = _opt(128, f"dimension of the latent space, at most {MAX_LATENT_DIM}")
     width: int = _opt(32, f"channels of the first encoder convolution, at most {MAX_WIDTH}; doubled at each halving, up to 8x")
     beta: float = _opt(0.1, "weight of the KL term against the L1 reconstruction term; below 1 trades prior fit for sharper faces")
+    learn_scale: bool = _opt(False, "learn the Laplace scale of each colour channel with the weights (a calibrated decoder): "
+                             "the reconstruction term becomes the negative log-likelihood, whose scale balances the KL")
     kl_warmup_epochs: float = _opt(1.0, "epochs over which the KL weight rises linearly from 0 to beta (0: none)")
     free_bits: float = _opt(0.0, "nats per latent dimension below which KL is not penalised, against posterior collapse")
     # Optimisation.
     num_epochs: int = _opt(12, "number of passes over the training images (the default run on synthetic faces, rendering included, took 9 minutes on 2 cores)")
     batch_size: int = _opt(64, "images per training step (global, over all replicas)")
     learning_rate: float = _opt(1e-3, "peak learning rate of Adam; may be changed when resuming", runtime=True)
-    lr_schedule: str = _opt("constant", "learning rate after warm-up: constant, or cosine decay to 0", choices=["constant", "cosine"])
+    lr_schedule: str = _opt("constant", "learning rate after warm-up: constant, or a cosine or linear decay that reaches 0 when "
+                            "training ends (--num_epochs or --max_minutes, whichever comes first)", choices=["constant", "cosine", "linear"])
     lr_warmup_steps: int = _opt(200, "steps of linear learning-rate warm-up from zero, which keeps high rates stable")
     clipnorm: float = _opt(0.0, "clip each step's gradient to this global norm; 0 turns clipping off")
     seed: int = _opt(0, "seed of weights, data order, flips and sampling noise")

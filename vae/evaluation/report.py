@@ -10,7 +10,7 @@ from vae.data.dataset import FaceSet, load_faces
 from vae.errors import UserError
 from vae.evaluation.quality import ssim, swd
 from vae.files import write_text_atomic
-from vae.model.objective import bits_per_dim, kl_per_dim, l1_per_image, laplace_scale, psnr
+from vae.model.objective import bits_per_dim, kl_per_dim, laplace_nll_of_sums, laplace_scale, psnr
 from vae.model.prior import prior_latents
 from vae.model.vae import ACTIVE_UNIT_NATS, decode, encode
 from vae.pictures import make_grid, pairs_grid, save_png
@@ -57,7 +57,7 @@ def _measure(model, faces: FaceSet, rng: np.random.Generator, batch_size: int, d
             mean, log_var = encode(model, x, batch_size)
             z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape).astype(np.float32)
             sampled = model.decoder.predict(z, batch_size=batch_size, verbose=0)
-            batch = {"recon": np.asarray(l1_per_image(x / 255.0, sampled)), "kl_dims": np.asarray(kl_per_dim(mean, log_var))}
+            batch = {"abs_sums": np.abs(x / 255.0 - sampled).sum(axis=(1, 2)), "kl_dims": np.asarray(kl_per_dim(mean, log_var))}
             if recon_metrics:
                 recon = decode(model, mean, batch_size)
                 batch.update(l1=np.abs(x / 255.0 - recon / 255.0).mean(axis=(1, 2, 3)), psnr=np.asarray(psnr(x, recon)),
@@ -85,14 +85,19 @@ def evaluate(model, run: Run, data=None, num_samples: int = SWD_IMAGES, seed: in
     dims = size * size * 3
     measured = _measure(model, faces, np.random.default_rng([seed, 1]), batch_size, "evaluating", progress, True)
 
-    training = _training_images(run, size, progress)
-    if training is None:
-        scale_errors, scale_source = measured["recon"], f"the {len(faces)} evaluated images (the run's training images were not found)"
+    if model.log_scale is not None:
+        log_scale, scale_source = np.asarray(model.log_scale, np.float64), "learned with the model, per channel"
     else:
-        scale_faces, scale_source = training
-        scale_errors = _measure(model, scale_faces, np.random.default_rng([seed, 2]), batch_size, "fitting the Laplace scale",
-                                progress, False)["recon"]
-    scale = laplace_scale(scale_errors / dims)
+        training = _training_images(run, size, progress)
+        if training is None:
+            scale_errors = measured["abs_sums"]
+            scale_source = f"fitted on the {len(faces)} evaluated images (the run's training images were not found)"
+        else:
+            scale_faces, scale_source = training[0], f"fitted on {training[1]}"
+            scale_errors = _measure(model, scale_faces, np.random.default_rng([seed, 2]), batch_size, "fitting the Laplace scale",
+                                    progress, False)["abs_sums"]
+        log_scale = np.log([laplace_scale(scale_errors / (size * size))])
+    nll = np.asarray(laplace_nll_of_sums(measured["abs_sums"], log_scale, size * size))
 
     kl = measured["kl_dims"].sum(axis=1)
     per_dim_kl = measured["kl_dims"].mean(axis=0)
@@ -106,8 +111,8 @@ def evaluate(model, run: Run, data=None, num_samples: int = SWD_IMAGES, seed: in
         "model": str(run), "images": len(faces), "data": described, "skipped": len(faces.skipped),
         "image_size": size, "latent_dim": model.latent_dim, "seed": seed,
         "l1": float(measured["l1"].mean()), "psnr": float(measured["psnr"].mean()), "ssim": float(measured["ssim"].mean()),
-        "bits_per_dim": float(bits_per_dim(measured["recon"], kl, scale, dims).mean()),
-        "laplace_scale": scale, "laplace_scale_fitted_on": scale_source,
+        "bits_per_dim": float(bits_per_dim(nll, kl, dims).mean()),
+        "laplace_scale": [round(float(b), 5) for b in np.exp(log_scale)], "laplace_scale_fitted_on": scale_source,
         "kl_per_image": float(kl.mean()),
         "active_units": int((per_dim_kl > ACTIVE_UNIT_NATS).sum()),
         "swd_images": n, "swd_prior": "normal" if density is None else "gmm", "swd_x1e3": distances,
@@ -129,7 +134,7 @@ def report_table(report: dict) -> str:
         ("PSNR", f"{report['psnr']:.2f} dB"),
         ("SSIM", f"{report['ssim']:.4f}"),
         ("negative ELBO", f"{report['bits_per_dim']:.4f} bits/dim"),
-        ("Laplace scale b", f"{report['laplace_scale']:.4f} (fitted on {report['laplace_scale_fitted_on']})"),
+        ("Laplace scale b", f"{', '.join(f'{b:.4f}' for b in report['laplace_scale'])} ({report['laplace_scale_fitted_on']})"),
         ("KL per image", f"{report['kl_per_image']:.2f} nats"),
         ("active units", f"{report['active_units']} of {report['latent_dim']} (mean KL > {ACTIVE_UNIT_NATS} nats)"),
         *((f"SWD x1e3, {k} px", f"{report['swd_x1e3'][k]:.2f}") for k in swd_levels),
@@ -150,9 +155,10 @@ def write_report(report: dict, grids: dict[str, np.ndarray], out: Path | str) ->
 {report_table(report)}
 
 L1, PSNR and SSIM compare each image with its reconstruction from the posterior mean, rounded to 8 bits.
-The negative ELBO uses one z drawn from q(z|x) per image and the Laplace likelihood that the L1 loss implies,
-p(x|z) = prod (1 / 2b) exp(-|x - x_hat| / b) on [0, 1], with b its maximum-likelihood value (mean |x - x_hat|)
-on {report['laplace_scale_fitted_on']}; bits per dimension of the 8-bit image, adding log2(255) for the bin width 1/255.
+The negative ELBO uses one z drawn from q(z|x) per image and the Laplace likelihood of the reconstruction term,
+p(x|z) = prod (1 / 2b) exp(-|x - x_hat| / b) on [0, 1]; b is {report['laplace_scale_fitted_on']} (a fitted b is its
+maximum-likelihood value, the mean |x - x_hat|); bits per dimension of the 8-bit image, adding log2(255) for the
+bin width 1/255.
 Active units are latent dimensions whose mean KL over these images exceeds {ACTIVE_UNIT_NATS} nats.
 SWD is the sliced Wasserstein distance between random 7x7 patches of each Laplacian-pyramid level (Karras et al.
 2018) of {report['swd_images']} images and as many faces decoded from the prior; lower is better, and it is only

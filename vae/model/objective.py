@@ -27,40 +27,57 @@ def kl_per_dim(z_mean, z_log_var):
     return 0.5 * (ops.exp(z_log_var) + ops.square(z_mean) - 1.0 - z_log_var)
 
 
+def laplace_nll(images, reconstructions, log_scale):
+    """-log p(x | x_hat) in nats per image, a Laplace density of scale b = exp(log_scale) per value (one scale for all
+    channels, or one per channel): sum |x - x_hat| / b + (values) * log(2b). With b fixed it ranks like the L1 sum."""
+    per_channel = ops.sum(ops.abs(ops.cast(images, "float32") - ops.cast(reconstructions, "float32")), axis=(1, 2))
+    return laplace_nll_of_sums(per_channel, log_scale, ops.shape(images)[1] * ops.shape(images)[2])
+
+
+def laplace_nll_of_sums(per_channel, log_scale, pixels: int):
+    """laplace_nll() from each image's sum of |x - x_hat| per channel (batch, channels) over `pixels` pixels."""
+    channels = ops.shape(per_channel)[1]
+    log_scale = ops.broadcast_to(ops.reshape(ops.cast(log_scale, "float32"), (-1,)), (channels,))
+    per_channel = ops.cast(per_channel, "float32")
+    return ops.sum(per_channel * ops.exp(-log_scale), axis=1) + ops.cast(pixels, "float32") * ops.sum(math.log(2.0) + log_scale)
+
+
 class Terms(NamedTuple):
-    recon: object  # (batch,) L1 summed over pixels and channels
+    recon: object  # (batch,) L1 summed over pixels and channels: what is reported as "recon"
+    nll: object  # (batch,) the reconstruction term optimised: the L1 sum, or with a learned scale the Laplace NLL
     kl_dims: object  # (batch, latent_dim) KL of each dimension, nats
     kl: object  # (batch,) KL summed over dimensions
     loss: object  # scalar: the batch's objective
 
 
-def objective(images, reconstructions, z_mean, z_log_var, beta, free_bits=0.0) -> Terms:
-    """The VAE's loss on a batch of images in [0, 1]: mean over images of recon + beta * KL.
+def objective(images, reconstructions, z_mean, z_log_var, beta, free_bits=0.0, log_scale=None) -> Terms:
+    """The VAE's loss on a batch of images in [0, 1]: mean over images of the reconstruction term + beta * KL.
 
+    The reconstruction term is the L1 sum, or, with a learned `log_scale` (a calibrated decoder, Rybkin et al. 2021),
+    the Laplace negative log-likelihood, whose scale then sets the balance with the KL instead of beta alone.
     With free bits (training only), each latent dimension's batch-mean KL counts as at least `free_bits` nats;
-    with free_bits = 0 the loss is exactly mean(recon + beta * kl).
+    with free_bits = 0 the loss is exactly mean(recon term + beta * kl).
     """
     recon = l1_per_image(images, reconstructions)
+    nll = recon if log_scale is None else laplace_nll(images, reconstructions, log_scale)
     kl_dims = kl_per_dim(z_mean, z_log_var)
     kl_term = ops.sum(ops.maximum(ops.mean(kl_dims, axis=0), free_bits))
-    return Terms(recon, kl_dims, ops.sum(kl_dims, axis=1), ops.mean(recon) + beta * kl_term)
+    return Terms(recon, nll, kl_dims, ops.sum(kl_dims, axis=1), ops.mean(nll) + beta * kl_term)
 
 
 def laplace_scale(mean_abs_error) -> float:
-    """Maximum-likelihood scale b of the Laplace likelihood the L1 term implies: the mean |x - x_hat| per value."""
+    """Maximum-likelihood scale b of a Laplace likelihood for the L1 term: the mean |x - x_hat| per value."""
     return float(np.mean(mean_abs_error))
 
 
-def bits_per_dim(recon, kl, scale: float, dims: int):
-    """Negative ELBO per image in bits per dimension of the 8-bit image, under the Laplace likelihood L1 implies.
+def bits_per_dim(nll, kl, dims: int):
+    """Negative ELBO per image in bits per dimension of the 8-bit image, from laplace_nll() and the KL, in nats.
 
-    With x = k / 255 on [0, 1], D = H * W * 3 and scale b, -log p(x|z) = recon / b + D log(2b) nats, where recon
-    is the objective's L1 term (sum |x - x_hat|, z drawn from q(z|x)). Pixel values are 1/255 apart, so the
-    8-bit image's probability is about p(x|z) * (1/255)^D, adding D log 255 nats:
-    bpd = (recon / b + D log(2b) + KL) / (D ln 2) + log2(255), where log2(255) = 7.994.
+    With x = k / 255 on [0, 1] and D = H * W * 3 values, pixel values are 1/255 apart, so the 8-bit image's
+    probability is about p(x|z) * (1/255)^D, adding D log 255 nats: bpd = (nll + KL) / (D ln 2) + log2(255),
+    where log2(255) = 7.994.
     """
-    nats = np.asarray(recon, np.float64) / scale + dims * math.log(2.0 * scale) + np.asarray(kl, np.float64)
-    return nats / (dims * math.log(2.0)) + math.log2(255.0)
+    return (np.asarray(nll, np.float64) + np.asarray(kl, np.float64)) / (dims * math.log(2.0)) + math.log2(255.0)
 
 
 def psnr(images, reconstructions):

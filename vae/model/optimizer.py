@@ -54,21 +54,38 @@ class SkipNonFinite(keras.optimizers.LossScaleOptimizer):
         return {**super().get_config(), "loss_scaling": self.loss_scaling}
 
 
+@keras.saving.register_keras_serializable(package="vae")
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then constant, or a cosine or linear decay that reaches 0
+    when training ends: after `total_steps`, or when the time budget is spent, whichever comes first.
+
+    `time_spent` is the fraction of the time budget used so far, set by the trainer after each step (0 without one).
+    """
+
+    def __init__(self, peak, warmup_steps, total_steps, decay="constant"):
+        self.peak, self.warmup_steps, self.total_steps, self.decay = peak, warmup_steps, total_steps, decay
+        self.time_spent = keras.Variable(0.0, trainable=False, dtype="float32", name="time_spent")
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warm = ops.minimum(1.0, (step + 1.0) / self.warmup_steps) if self.warmup_steps else 1.0
+        steps_spent = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+        spent = ops.maximum(steps_spent, ops.minimum(ops.convert_to_tensor(self.time_spent), 1.0))
+        decay = {"constant": 1.0, "cosine": 0.5 * (1.0 + ops.cos(math.pi * spent)), "linear": 1.0 - spent}[self.decay]
+        return self.peak * warm * decay
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps, "decay": self.decay}
+
+
 def make_optimizer(learning_rate, total_steps, warmup_steps, schedule="constant", clipnorm=0.0, loss_scaling=False,
                    loss_terms=1):
-    """Adam whose rate rises linearly from 0 over `warmup_steps`, then stays (constant) or decays (cosine).
+    """Adam on a WarmupDecay schedule (constant, cosine or linear after the warm-up), skipping non-finite steps.
 
     `loss_terms`: how many per-pixel terms the loss sums; float16 loss scaling starts that much lower
     than the usual 2**15, which assumes a mean, so its first steps do not all overflow.
     """
-    warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
-    rate = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        warmup_target=learning_rate,
-        warmup_steps=warmup_steps,
-        decay_steps=max(total_steps - warmup_steps, 1),
-        alpha={"constant": 1.0, "cosine": 0.0}[schedule],
-    )
+    rate = WarmupDecay(learning_rate, min(warmup_steps, max(total_steps - 1, 0)), total_steps, schedule)
     adam = keras.optimizers.Adam(rate, global_clipnorm=clipnorm or None)
     if not loss_scaling:
         return SkipNonFinite(adam)
@@ -76,8 +93,8 @@ def make_optimizer(learning_rate, total_steps, warmup_steps, schedule="constant"
 
 
 def current_learning_rate(optimizer) -> float:
-    rate = optimizer.learning_rate
-    return float(ops.convert_to_numpy(rate(optimizer.iterations) if callable(rate) else rate))
+    """The rate the next step uses (the schedule's value now)."""
+    return float(ops.convert_to_numpy(optimizer.learning_rate))
 
 
 def agree_on_finite(loss, grads):

@@ -2,6 +2,8 @@
 decoding arrays with it; loading a saved one."""
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -44,23 +46,27 @@ class ActiveUnits(keras.metrics.Metric):
 
 @keras.saving.register_keras_serializable(package="vae")
 class VAE(keras.Model):
-    """Variational autoencoder with an L1 reconstruction term and a KL term.
+    """Variational autoencoder with an L1 reconstruction term and a KL term (vae.model.objective).
 
-    Loss reduction: for each image, the L1 error summed over all pixels and channels, plus beta times
-    the KL divergence of q(z|x) from N(0, I) summed over latent dimensions; the loss is the mean of
-    that over the batch (under tf.distribute: per-image sums divided by the global batch size).
+    Loss reduction: for each image, the L1 error summed over all pixels and channels (with `learn_scale`, the
+    Laplace negative log-likelihood with a learned scale per channel), plus beta times the KL divergence of
+    q(z|x) from N(0, I) summed over latent dimensions; the loss is the mean of that over the batch (under
+    tf.distribute: per-image sums divided by the global batch size).
     With a KL warm-up, beta rises linearly from 0 over the first `kl_warmup_steps` optimizer steps.
     With free bits, each latent dimension's batch-mean KL counts as at least `free_bits` nats.
     Logged `loss` is the objective the step optimised; `kl` is always the true KL. In test_step,
-    loss = recon + beta * kl exactly (full beta, true KL): the negative ELBO when beta = 1.
+    loss = recon term + beta * kl exactly (full beta, true KL): the negative ELBO when beta = 1 with a learned
+    scale. `recon` is always logged as the L1 sum, comparable between the two.
 
     Calling the model reconstructs from the posterior mean; training samples z.
     """
 
     def __init__(
-        self, image_size=64, latent_dim=128, width=32, beta=1.0, kl_warmup_steps=0, free_bits=0.0, seed=None, **kwargs
+        self, image_size=64, latent_dim=128, width=32, beta=1.0, kl_warmup_steps=0, free_bits=0.0, seed=None,
+        learn_scale=False, **kwargs
     ):
         super().__init__(**kwargs)
+        self.learn_scale = learn_scale
         self.image_size = image_size
         self.latent_dim = latent_dim
         self.width = width
@@ -77,6 +83,9 @@ class VAE(keras.Model):
         self.beta_tracker = keras.metrics.Mean(name="beta")
         self.psnr_tracker = keras.metrics.Mean(name="psnr")
         self.active_units = ActiveUnits(latent_dim)
+        # A calibrated decoder: the Laplace scale of each colour channel, learned with the weights.
+        self.log_scale = self.add_weight(name="log_scale", shape=(3,), initializer=keras.initializers.Constant(math.log(0.2)),
+                                         dtype="float32") if learn_scale else None
         # Encoder and decoder are functional models, built here; a built model lets load_model
         # restore the optimizer's state too.
         self.built = True
@@ -96,7 +105,8 @@ class VAE(keras.Model):
         return self.decoder(z_mean, training=training)
 
     def deterministic_loss(self, images):
-        """The objective (beta, no free bits) reconstructing from the posterior mean: no sampling, no metrics."""
+        """L1 + beta * KL reconstructing from the posterior mean: no sampling, no metrics. The L1 form even with a
+        learned scale: always positive, so its ratio to the untrained model's value tells a blow-up."""
         images = to_unit_float(images)
         z_mean, z_log_var = self.encoder(images, training=False)
         return objective(images, self.decoder(z_mean, training=False), z_mean, z_log_var, self.beta).loss
@@ -112,7 +122,7 @@ class VAE(keras.Model):
         """(z_mean, the objective's terms) with z drawn from q(z|x)."""
         z_mean, z_log_var = self.encoder(images, training=training)
         reconstructions = self.decoder(self.sampling([z_mean, z_log_var]), training=training)
-        return z_mean, objective(images, reconstructions, z_mean, z_log_var, beta, free_bits)
+        return z_mean, objective(images, reconstructions, z_mean, z_log_var, beta, free_bits, self.log_scale)
 
     def train_step(self, data):
         images = to_unit_float(data)
@@ -171,6 +181,7 @@ class VAE(keras.Model):
             "kl_warmup_steps": self.kl_warmup_steps,
             "free_bits": self.free_bits,
             "seed": self.seed,
+            "learn_scale": self.learn_scale,
         }
 
 

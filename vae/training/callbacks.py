@@ -86,14 +86,21 @@ class NonFiniteStop(EpochAware):
 
 
 class TimeBudget(EpochAware):
-    """Stops training after the step in progress once `minutes` of wall time have passed since `started`."""
+    """Stops training after the step in progress once `minutes` of wall time have passed since `started`; tells the
+    learning-rate schedule how much of the budget is spent, so a decay reaches 0 when the time is up."""
 
     def __init__(self, minutes: float, started: float):
         super().__init__()
-        self.deadline = started + minutes * 60.0 if minutes else None
+        self.started, self.seconds = started, minutes * 60.0
         self.spent = False
 
     def after_step(self, step, logs):
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if not self.seconds:
+            return
+        fraction = (time.monotonic() - self.started) / self.seconds
+        schedule = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)._learning_rate
+        if hasattr(schedule, "time_spent"):
+            schedule.time_spent.assign(min(fraction, 1.0))
+        if fraction >= 1.0:
             self.spent = True
             self.model.stop_training = True

@@ -157,7 +157,7 @@ class Trainer:
         if self.blowup:
             raise UserError(self.diverged())
         val_logs = self.model.evaluate(self.val_ds, return_dict=True, verbose=0)
-        if not self.healthy(val_logs["loss"]):
+        if not self.healthy(val_logs["recon"] + cfg.beta * val_logs["kl"]):
             self.blowup = f"training stopped after epoch {epoch + 1}: the validation loss is {val_logs['loss']:.4g}"
             raise UserError(self.diverged())
         row = {
@@ -270,6 +270,7 @@ def build_model(cfg: Config, steps_per_epoch: int, strategy: tf.distribute.Strat
             latent_dim=cfg.latent_dim,
             width=cfg.width,
             beta=cfg.beta,
+            learn_scale=cfg.learn_scale,
             kl_warmup_steps=int(round(cfg.kl_warmup_epochs * steps_per_epoch)),
             free_bits=cfg.free_bits,
             seed=cfg.seed,
