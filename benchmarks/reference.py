@@ -55,3 +55,34 @@ class ReferenceVAE(keras.Model):
         self.optimizer.apply(grads, self.trainable_weights)
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
+
+
+def load_folder(folder, num):
+    """The first `num` images of a folder as float32 in [0, 1], the plain way: PIL, one after the other."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:num]
+    return np.stack([np.asarray(Image.open(p).convert("RGB").resize((64, 64)), np.float32) / 255.0 for p in paths])
+
+
+def main():
+    """python benchmarks/reference.py --data DIR --num 3000 --epochs 4: the whole plain script, timed from outside."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--num", type=int, default=3000)
+    parser.add_argument("--epochs", type=int, default=4)
+    args = parser.parse_args()
+    images = load_folder(args.data, args.num)
+    keras.utils.set_random_seed(0)
+    model = ReferenceVAE()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(images, batch_size=128, epochs=args.epochs, shuffle=True, verbose=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -50,8 +50,8 @@ class Config:
     out: str = _opt("runs/default", "run folder: config, models, sample grids, history", runtime=True)
     save_every_steps: int = _opt(500, "also checkpoint every this many steps within an epoch (0: only at epoch ends)", runtime=True)
     max_minutes: float = _opt(0.0, "stop cleanly after this many minutes of training, then validate and save (0: no limit)", runtime=True)
-    precision: str = _opt("auto", "float32, mixed_float16, mixed_bfloat16, or auto: mixed_float16 on a GPU, float32 on a CPU", runtime=True, choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
-    jit_compile: str = _opt("auto", "XLA compilation: on, off, or auto (on with a GPU; off on a CPU, where it cost 40 s of compiling for 15% faster steps)", runtime=True, choices=["auto", "on", "off"])
+    precision: str = _opt("auto", "float32, mixed_float16, mixed_bfloat16, or auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with native bfloat16, else float32", runtime=True, choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
+    jit_compile: str = _opt("auto", "XLA compilation: on, off, or auto (on with a GPU; off on a CPU, where compiling cost 10-40 s for no faster steps)", runtime=True, choices=["auto", "on", "off"])
     steps_per_execution: int = _opt(1, "training steps per call into TensorFlow; more cuts Python overhead on fast GPUs", runtime=True)
     strategy: str = _opt("auto", "tf.distribute strategy: auto (mirrored if several GPUs), default, mirrored, multiworker", runtime=True, choices=["auto", "default", "mirrored", "multiworker"])
 

@@ -23,7 +23,7 @@ from vae.model.vae import VAE, load_vae, spans_workers
 from vae.pictures import save_png
 from vae.run import Run
 from vae.training.callbacks import EpochBar, NonFiniteStop, StepCheckpoint, TimeBudget
-from vae.training.device import barrier, is_chief, make_strategy, prefetch_device, resolve_jit, use_precision
+from vae.training.device import barrier, describe_device, is_chief, make_strategy, prefetch_device, resolve_jit, use_precision
 from vae.training.reporting import TensorBoardLog, epoch_grids, epoch_line, plot_history, say
 
 GRID_SIZE = 64  # faces in each per-epoch sample grid
@@ -49,6 +49,13 @@ class Trainer:
         self.main = Run(cfg.out)
         self.out, self.scratch = self.main, None
         self.plotted, self.plot_spaced = -math.inf, False
+        self.spent, self.last_mark = {}, time.perf_counter()  # where the run's time went, printed at the end
+
+    def mark(self, name: str) -> None:
+        """Add the time since the previous mark to `name`'s total."""
+        now = time.perf_counter()
+        self.spent[name] = self.spent.get(name, 0.0) + now - self.last_mark
+        self.last_mark = now
 
     def start(self, overwrite: bool) -> None:
         """Take the run folder, decode the data, build the model, and load the checkpoint to resume from, if any."""
@@ -71,7 +78,10 @@ class Trainer:
         if resumed is not None:
             resumed = self.main.resume_point(resumed, say)
             say(f"resuming from epoch {resumed['epoch'] + 1}, step {resumed['step']}")
+        say(describe_device(cfg.precision, cfg.jit_compile))
+        self.mark("setup")
         self.faces = load_training_faces(cfg, self.out)
+        self.mark("decoding")
         self.train_idx, self.val_idx = self.faces.split(cfg.val_split)
         names = [self.faces.names[i] for i in self.val_idx]
         write_text_atomic(self.out.split_file, json.dumps({"val_split": cfg.val_split, "validation": names}, indent=0))
@@ -103,6 +113,7 @@ class Trainer:
             if resumed["step"] == 0 and resumed["history"]:
                 self.publish_epoch(resumed["history"][-1], catching_up=True)
         self.blowup = None  # what went wrong, once training is found diverged
+        self.mark("model")
 
     def close(self) -> None:
         """Release the run folder (and remove a worker's scratch folder)."""
@@ -126,8 +137,10 @@ class Trainer:
             self.fit(epoch, 0, cfg.num_epochs - epoch)
         if self.scratch is None:
             self.fit_mixture()
+            self.mark("mixture fit")
         where = f"models in {self.out.folder}" if self.scratch is None else f"the chief wrote the models to {self.cfg.out}"
         say(f"done: {state['finished']}; best validation loss {state['best_val_loss']:.2f}; {where}")
+        say("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.spent.items()))
         return self.out
 
     def fit(self, epoch: int, first_step: int, epochs: int) -> None:
@@ -145,11 +158,13 @@ class Trainer:
         for cb in self.within:
             cb.start_epoch(epoch, self.state["step"])
         self.epoch_started = time.perf_counter()
+        self.mark("grids, history, plots" if self.spent.get("training steps") else "model")
 
     def end_epoch(self, epoch: int, logs: dict) -> None:
         """Validate, checkpoint and publish a finished (or stopped) epoch; stop training when the run is finished."""
         cfg, state = self.cfg, self.state
         seconds = time.perf_counter() - self.epoch_started
+        self.mark("training steps")
         if self.nonfinite.tripped_at is not None:
             at_epoch, at_step = self.nonfinite.tripped_at
             self.blowup = (f"training stopped at epoch {at_epoch + 1}, step {at_step}: {cfg.max_bad_steps} consecutive "
@@ -173,8 +188,11 @@ class Trainer:
         if state["best_val_loss"] is None or row["val_loss"] < state["best_val_loss"]:
             state["best_val_loss"] = row["val_loss"]
         state.update(epoch=epoch + 1, step=0, finished=finish_reason(cfg, state["history"], epoch, self.budget.spent))
+        self.mark("validation")
         state["checkpoint"] = self.out.save_checkpoint(self.model, state)
+        self.mark("checkpoints")
         self.publish_epoch(row)
+        self.mark("grids, history, plots")
         say(epoch_line(row, cfg.num_epochs))
         if state["finished"]:
             self.model.stop_training = True
