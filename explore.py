@@ -1,4 +1,4 @@
-"""Explore a trained VAE's latent space: interpolate between faces, traverse dimensions, encode a folder."""
+"""Explore a trained VAE's latent space: interpolate between faces, traverse dimensions, encode a folder, steer faces live."""
 from vae.cli import add_model_flags, add_prior_flag, check_suffix, make_parser, positive_float, positive_int, run, seed_int
 
 
@@ -25,10 +25,19 @@ def main(argv):
     encode.add_argument("--data", required=True, help="folder of images, searched recursively")
     encode.add_argument("--out", default="latents.npz", help=".npz with names, mean, log_var")
     encode.add_argument("--batch_size", type=positive_int, default=256, help="images per forward pass")
-    for command in (interpolate, traverse, encode):
+    server = commands.add_parser("serve", **shown, help="a local web page to draw, steer and morph faces live")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens it (no password) to the network")
+    server.add_argument("--port", type=positive_int, default=8000, help="port to listen on")
+    add_prior_flag(server, "what the page's random faces are drawn from")
+    for command in (interpolate, traverse, encode, server):
         add_model_flags(command)
         command.add_argument("--debug", action="store_true", help="show the full Python traceback on errors")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        from vae.app import serve
+
+        serve(args.model, args.host, args.port, args.prior, args.image_size, args.latent_dim, args.debug)
+        return
     out = check_suffix("--out", args.out, ".npz" if args.command == "encode" else ".png", f"explore.py {args.command}")
 
     from vae.evaluation import latent

@@ -7,7 +7,7 @@ import socket
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, blob_images, kill_when, read_state, run_script, write_pngs
+from conftest import ROOT, TINY, blob_images, run_script, write_pngs
 
 import vae.model
 
@@ -27,34 +27,23 @@ def train_args(images, out, *extra):
     return ["train.py", "--data", images, "--out", out, "--val_split", "0.2", "--save_every_steps", "0", *TINY, *extra]
 
 
-def test_two_mirrored_replicas_follow_the_single_device_loss_curve(images, tmp_path):
-    runs = {}
-    for strategy in ("default", "mirrored"):
-        out = tmp_path / strategy
-        result = run_script("tests/logical_cpus.py", "2", *train_args(images, out, "--num_epochs", "3", "--strategy", strategy))
-        assert result.returncode == 0, result.stderr[-2000:]
-        runs[strategy] = history(out)
-        assert ("2 replicas" in result.stdout) == (strategy == "mirrored")
-    one, two = runs["default"], runs["mirrored"]
+def test_mirrored_replicas_follow_one_device_and_a_checkpoint_moves_between_strategies(images, tmp_path):
+    result = run_script("tests/distributed_runs.py", images, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = json.loads(result.stdout.splitlines()[-1])
+    one, two = runs["default"]["history"], runs["mirrored"]["history"]
+    assert "2 replicas" in runs["mirrored"]["stdout"] and "2 replicas" not in runs["default"]["stdout"]
     # Same global batch, data order and initial weights; only the sampling noise is drawn per replica.
     for key in ("loss", "recon", "val_loss"):
         a, b = np.array([float(r[key]) for r in one]), np.array([float(r[key]) for r in two])
         np.testing.assert_allclose(b, a, rtol=0.02, err_msg=key)
     assert float(one[-1]["loss"]) < float(one[0]["loss"])
-
-
-def test_checkpoint_from_one_device_resumes_mirrored_on_two(images, tmp_path):
-    out = tmp_path / "run"
-    args = train_args(images, out, "--num_epochs", "3")
-    kill_when(args, lambda: (read_state(out) or {}).get("epoch", 0) >= 1)
-    state = read_state(out)
-    result = run_script("tests/logical_cpus.py", "2", *args, "--strategy", "mirrored")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines()[0] == f"resuming from epoch {state['epoch'] + 1}, step {state['step']}"
-    assert "2 replicas" in result.stdout
-    assert [int(r["epoch"]) for r in history(out)] == [1, 2, 3]
-    assert json.loads((out / "config.json").read_text())["strategy"] == "mirrored"
-    assert isinstance(keras.saving.load_model(out / "model_best.keras", compile=False), vae.VAE)
+    # Epoch 1 under one device, resumed on two replicas: every epoch once, the settings record the new strategy.
+    moved = runs["moved"]
+    assert moved["stdout"].splitlines()[0] == "resuming from epoch 2, step 0" and "2 replicas" in moved["stdout"]
+    assert [int(r["epoch"]) for r in moved["history"]] == [1, 2, 3]
+    assert json.loads((tmp_path / "moved" / "config.json").read_text())["strategy"] == "mirrored"
+    assert isinstance(keras.saving.load_model(tmp_path / "moved" / "model_best.keras", compile=False), vae.model.VAE)
 
 
 def free_port():

@@ -8,10 +8,11 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import TINY, blob_images, kill_when, read_state, run_script, write_pngs
+from conftest import MAIN, TINY, blob_images, kill_when, read_state, run_script, write_pngs
 
 import vae.model
 from vae.config import Config
+from vae.cli import run
 from vae.errors import UserError
 from vae.training.trainer import finish_reason, train
 
@@ -69,7 +70,7 @@ def test_killed_at_five_random_moments_the_run_ends_whole(tmp_path):
     assert "likely too high" in diverged.stderr and state["checkpoint"] in diverged.stderr
     assert "Traceback" not in diverged.stderr and len(diverged.stderr.strip().splitlines()) == 1
     assert sha(checkpoint) == before and read_state(out)["checkpoint"] == state["checkpoint"]
-    assert isinstance(keras.saving.load_model(out / "model_last.keras", compile=False), vae.VAE)
+    assert isinstance(keras.saving.load_model(out / "model_last.keras", compile=False), vae.model.VAE)
 
     # The same command again resumes from that checkpoint and finishes: each epoch once, all its outputs, no leftovers.
     resumed = run_script(*command)
@@ -85,13 +86,14 @@ def test_killed_at_five_random_moments_the_run_ends_whole(tmp_path):
     assert model.decoder.predict(np.zeros((1, 8), "float32"), verbose=0).shape == (1, 32, 32, 3)
 
 
-def test_learning_rate_1000_from_scratch_fails_cleanly_with_a_loadable_model(tmp_path):
+def test_learning_rate_1000_from_scratch_fails_cleanly_with_a_loadable_model(tmp_path, capsys):
     images = write_pngs(tmp_path / "images", blob_images(80, 32))
     out = tmp_path / "run"
-    result = run_script("train.py", "--data", images, "--out", out, "--num_epochs", "3", "--learning_rate", "1000", *TINY)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr
+    with pytest.raises(SystemExit) as exit:
+        run(MAIN["train"], [str(a) for a in ["--data", images, "--out", out, "--num_epochs", "3", "--learning_rate", "1000", *TINY]])
+    assert exit.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
     # Either guard may stop it first: non-finite steps, or a finite validation loss ten times the untrained one.
     assert "NaN" in lines[0] or "validation loss is" in lines[0]
     assert "learning rate 1000 is likely too high" in lines[0] and "--learning_rate 0.001" in lines[0]

@@ -12,11 +12,3 @@ USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 if not os.environ.get("VAE_SHOW_TF_LOGS"):
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
-
-def __getattr__(name):
-    """`vae.VAE`, the model class, loaded on first use."""
-    if name == "VAE":
-        from vae.model.vae import VAE
-
-        return VAE
-    raise AttributeError(f"module 'vae' has no attribute {name!r}")

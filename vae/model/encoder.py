@@ -32,9 +32,10 @@ def batch_norm_leaky_relu(x):
     """BatchNorm then LeakyReLU(0.2), after every convolution but the last of each network.
 
     BatchNorm is synchronized across tf.distribute replicas, so N GPUs normalise over the same global batch
-    as one GPU does (on one device it is plain BatchNorm).
+    as one GPU does (on one device it is plain BatchNorm; under another Keras backend, where training does not
+    run, it cannot be synchronized).
     """
-    x = layers.BatchNormalization(synchronized=True)(x)
+    x = layers.BatchNormalization(synchronized=keras.backend.backend() == "tensorflow")(x)
     return layers.LeakyReLU(0.2)(x)
 
 

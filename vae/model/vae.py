@@ -6,7 +6,6 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from vae.errors import UserError
@@ -125,6 +124,8 @@ class VAE(keras.Model):
         return z_mean, objective(images, reconstructions, z_mean, z_log_var, beta, free_bits, self.log_scale)
 
     def train_step(self, data):
+        import tensorflow as tf  # training runs on TensorFlow; encoding and decoding run under any Keras backend
+
         images = to_unit_float(data)
         beta = self.current_beta()
         with tf.GradientTape() as tape:

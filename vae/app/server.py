@@ -1,0 +1,291 @@
+"""The latent explorer's server: the run's model loaded once, a small JSON API around it, and one static page.
+
+Faces travel as PNG data URLs and latents as lists of numbers. Every input is checked: a bad one gets a 400 with a
+message the page shows, and the server goes on serving. One lock serialises the model, so concurrent requests
+never need a second copy of it.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import math
+import socket
+import tempfile
+import threading
+import warnings
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from flask import Flask, Request, jsonify, request, send_file
+from PIL import Image
+from werkzeug.exceptions import HTTPException
+from werkzeug.serving import make_server
+
+from vae.data.decode import load_image, skip_reason
+from vae.errors import UserError
+
+STATIC = Path(__file__).with_name("static")
+FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}  # all the page there is
+MAX_FACES = 64  # faces per /api/sample: a grid, not a batch job
+MAX_UPLOAD = 10 * 1024 * 1024
+DIRECTIONS = 8  # sliders: the mixture's most spread-out directions
+# The page loads nothing from elsewhere; the browser enforces it.
+POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; form-action 'none'; "
+          "frame-ancestors 'none'")
+
+
+class BadInput(ValueError):
+    """A request refused with 400; the message says what to fix."""
+
+
+class LatentService:
+    """The model and what random latents are drawn from; every call into the model holds one lock."""
+
+    def __init__(self, model, density=None, name: str = "model"):
+        import keras
+
+        self.model, self.density, self.name = model, density, name
+        self.image_size, self.latent_dim = model.image_size, model.latent_dim
+        size, dim = self.image_size, self.latent_dim
+        self._decode = lambda z: model.decoder(z, training=False)
+        self._encode = lambda x: model.encoder(x, training=False)[0]
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # Traced once: keras' predict() spends 30-50 ms setting up each call, an eager call ~15 ms at 64 px, this ~4.
+            self._decode = tf.function(self._decode, input_signature=[tf.TensorSpec([None, dim], tf.float32)])
+            self._encode = tf.function(self._encode, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        self._lock = threading.Lock()
+        if density is None:  # N(0, I): every axis is as spread out as the others
+            self.directions = np.eye(dim, dtype=np.float32)[:DIRECTIONS]
+            self.sigmas = np.ones(len(self.directions), np.float32)
+            self.labels = [f"z{i}" for i in range(len(self.directions))]
+        else:
+            directions, sigmas = density.principal_directions()
+            self.directions, self.sigmas = directions[:DIRECTIONS], sigmas[:DIRECTIONS]
+            self.labels = [f"PC{i + 1} (σ={s:.2f})" for i, s in enumerate(self.sigmas)]
+        self.decode(np.zeros((1, dim), np.float32))  # trace now, so the first request is as quick as the rest
+
+    def info(self) -> dict:
+        prior = "normal" if self.density is None else f"gmm ({len(self.density.weights)} components)"
+        return {"name": self.name, "image_size": self.image_size, "latent_dim": self.latent_dim, "prior": prior,
+                "directions": self.directions.tolist(), "sigmas": self.sigmas.tolist(), "labels": self.labels,
+                "max_faces": MAX_FACES, "max_upload": MAX_UPLOAD}
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """uint8 faces (n, size, size, 3) for latents (n, latent_dim)."""
+        from vae.pictures import to_uint8
+
+        with self._lock:
+            return to_uint8(np.asarray(self._decode(np.asarray(z, np.float32))))
+
+    def sample(self, num: int, seed: int, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+        """(latents, faces) drawn from the run's prior, the same for the same seed and temperature."""
+        from vae.model.prior import prior_latents
+
+        z = prior_latents(num, self.latent_dim, seed, temperature, self.density)
+        return z, self.decode(z)
+
+    def encode(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """(posterior mean, its reconstruction, PSNR in dB) of one uint8 image."""
+        from vae.model.objective import psnr
+
+        with self._lock:
+            z = np.asarray(self._encode(image[None].astype(np.float32) / 255.0))
+        reconstruction = self.decode(z)
+        return z[0], reconstruction[0], float(np.asarray(psnr(image[None], reconstruction))[0])
+
+    def morph(self, a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+        """The point at fraction t of the great circle from a to b."""
+        from vae.evaluation.latent import slerp
+
+        return slerp(a, b, [t])[0]
+
+
+def png_url(face: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(face).save(buffer, "PNG", compress_level=1)  # 64 px: speed matters more than bytes
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _show(value) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def finite(value) -> bool:
+    """Whether value is a JSON number (not a bool) that is finite as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float's range
+        return False
+
+
+def number(body: dict, key: str, default, low: float, high: float) -> float:
+    """body[key] as a finite number from low to high; BadInput otherwise."""
+    value = body.get(key, default)
+    if not finite(value) or not low <= value <= high:
+        raise BadInput(f"{key} must be a finite number from {low:g} to {high:g}, got {_show(value)}")
+    return float(value)
+
+
+def whole(body: dict, key: str, default: int, low: int, high: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadInput(f"{key} must be a whole number from {low} to {high}, got {_show(value)}")
+    return value
+
+
+def latent(body: dict, key: str, dim: int) -> np.ndarray:
+    """body[key] as a float32 latent of length dim, every entry finite; BadInput otherwise."""
+    value = body.get(key)
+    if not isinstance(value, list) or len(value) != dim:
+        got = f"a list of {len(value)}" if isinstance(value, list) else _show(value)
+        raise BadInput(f"{key} must be a list of {dim} numbers (the model's latent dimension), got {got}")
+    for i, v in enumerate(value):
+        if not finite(v):
+            raise BadInput(f"{key}[{i}] must be a finite number, got {_show(v)}")
+    if np.abs(np.array(value, np.float64)).max() > np.finfo(np.float32).max:
+        raise BadInput(f"{key} has entries too large for a latent (beyond float32)")
+    return np.array(value, np.float32)
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadInput("the request body must be a JSON object")
+    return body
+
+
+class InMemoryRequest(Request):
+    """Uploads stay in memory (they are at most MAX_UPLOAD): nothing uploaded lands on disk but the decoder's own copy."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
+def create_app(service: LatentService) -> Flask:
+    """The Flask app around `service`: the page at /, its two files, and the JSON API under /api/."""
+    # An image over PIL's pixel limit raises instead of warning: it is refused like any undecodable upload.
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    app = Flask(__name__, static_folder=None)  # no route serves a path taken from the request
+    app.request_class = InMemoryRequest
+    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD
+    app.json.sort_keys = False
+
+    def static_file(name):
+        return send_file(STATIC / name, mimetype=FILES[name], max_age=0)
+
+    for url, name in (("/", "index.html"), ("/app.js", "app.js"), ("/app.css", "app.css")):
+        app.add_url_rule(url, name, partial(static_file, name))
+
+    @app.get("/api/info")
+    def info():
+        return jsonify(service.info())
+
+    @app.post("/api/sample")
+    def sample():
+        body = json_body()
+        num = whole(body, "num", 16, 1, MAX_FACES)
+        seed = whole(body, "seed", 0, 0, 2**63 - 1)
+        temperature = number(body, "temperature", 1.0, 0.01, 10.0)
+        z, faces = service.sample(num, seed, temperature)
+        return jsonify(latents=z.tolist(), faces=[png_url(f) for f in faces])
+
+    @app.post("/api/decode")
+    def decode():
+        z = latent(json_body(), "z", service.latent_dim)
+        return jsonify(image=png_url(service.decode(z[None])[0]))
+
+    @app.post("/api/morph")
+    def morph():
+        body = json_body()
+        a, b = latent(body, "a", service.latent_dim), latent(body, "b", service.latent_dim)
+        z = service.morph(a, b, number(body, "t", None, 0.0, 1.0))
+        return jsonify(z=z.tolist(), image=png_url(service.decode(z[None])[0]))
+
+    @app.post("/api/encode")
+    def encode():
+        upload = request.files.get("image")
+        if upload is None:
+            raise BadInput("send the image as the multipart form field 'image'")
+        # The safe loader of training takes a path: the upload lives in a private folder while it decodes.
+        with tempfile.TemporaryDirectory(prefix="vae-upload-") as folder:
+            path = Path(folder) / "upload"
+            upload.save(path)
+            try:
+                image = load_image(path, service.image_size)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+                raise BadInput(f"cannot use this image: it has too many pixels to decode safely ({e})") from e
+            except Exception as e:  # noqa: BLE001 - whatever the decoder trips on, the upload is at fault
+                raise BadInput(f"cannot use this image: {skip_reason(e)}") from e
+        z, reconstruction, db = service.encode(image)
+        return jsonify(z=z.tolist(), original=png_url(image), reconstruction=png_url(reconstruction), psnr=round(db, 2))
+
+    @app.errorhandler(BadInput)
+    def bad_input(e):
+        return jsonify(error=str(e)), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(e):
+        messages = {404: "no such page", 413: f"the upload is larger than {MAX_UPLOAD // 2**20} MB; choose a smaller image"}
+        return jsonify(error=messages.get(e.code, e.description)), e.code
+
+    @app.errorhandler(Exception)
+    def unforeseen(e):
+        app.logger.exception("unforeseen error")
+        return jsonify(error=f"the server failed: {type(e).__name__}: {str(e)[:200]}"), 500
+
+    @app.after_request
+    def headers(response):
+        response.headers["Content-Security-Policy"] = POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    return app
+
+
+def address(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def open_server(model: str, host: str, port: int, prior: str | None = None, image_size: int | None = None,
+                latent_dim: int | None = None, debug: bool = False):
+    """Bind the address (port 0: a free one), then load the run once; (the threaded WSGI server, the page's address)."""
+    from vae.run import Run
+
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be from 1 to 65535, got {port}")
+    # Bound here, before the model loads, rather than by werkzeug, which answers a port in use with exit code 1.
+    try:
+        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=128)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host} port {port} ({e.strerror or e}); choose another --port or --host") from e
+    with listener:  # the server holds its own duplicate of the socket
+        run = Run.open(model)
+        loaded = run.load_model(image_size, latent_dim)
+        app = create_app(LatentService(loaded, run.prior(loaded, prior, progress=False), str(run)))
+        if not debug:  # a line per request would bury the address under slider moves
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        port = listener.getsockname()[1]
+        server = make_server(host, port, app, threaded=True, fd=listener.fileno())
+    return server, address(host, port)
+
+
+def serve(model: str, host: str, port: int, prior: str | None = None, image_size: int | None = None,
+          latent_dim: int | None = None, debug: bool = False) -> None:
+    """explore.py serve: answer requests until Ctrl-C."""
+    server, url = open_server(model, host, port, prior, image_size, latent_dim, debug)
+    print(f"serving the latent explorer of {model} at {url} (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()  # werkzeug's returns on Ctrl-C
+    except KeyboardInterrupt:  # one that lands outside werkzeug's own catch
+        pass
+    finally:
+        server.server_close()
+    print("stopped")
