@@ -6,17 +6,21 @@ def main(argv):
     parser = make_parser(__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     shown = {"formatter_class": parser.formatter_class}  # sub-commands show their defaults too
-    interpolate = commands.add_parser("interpolate", **shown, help="a strip PNG and a looping GIF along the great circle between two latents")
+    interpolate = commands.add_parser("interpolate", **shown,
+                                      help="a strip PNG and a looping GIF along the great circle between two latents")
     which = interpolate.add_mutually_exclusive_group(required=True)
     which.add_argument("--images", nargs="+", metavar="IMAGE", help="two image files: interpolate between their encodings")
-    which.add_argument("--random", type=positive_int, metavar="PAIRS", help="this many pairs of random prior points, one per row (at most 32)")
-    interpolate.add_argument("--steps", type=positive_int, default=10, help="faces along each interpolation, ends included (2 to 100)")
+    which.add_argument("--random", type=positive_int, metavar="PAIRS",
+                       help="this many pairs of random prior points, one per row (at most 32)")
+    interpolate.add_argument("--steps", type=positive_int, default=10,
+                             help="faces along each interpolation, ends included (2 to 100)")
     interpolate.add_argument("--seed", type=seed_int, default=0, help="seed of the prior points (with --random)")
     add_prior_flag(interpolate, "what the --random points are drawn from")
     interpolate.add_argument("--out", default="interpolation.png", help="strip PNG; the GIF goes beside it with .gif")
     traverse = commands.add_parser("traverse", **shown, help="a grid moving the most informative latent dimensions one at a time")
     traverse.add_argument("--data", help="folder whose mean KL ranks the dimensions; default: the run's validation split")
-    traverse.add_argument("--dims", type=positive_int, default=8, help="rows: the dimensions with the largest mean KL (at most 32)")
+    traverse.add_argument("--dims", type=positive_int, default=8,
+                          help="rows: the dimensions with the largest mean KL (at most 32)")
     traverse.add_argument("--steps", type=positive_int, default=7, help="columns: values from -span to +span (2 to 100)")
     traverse.add_argument("--span", type=positive_float, default=3.0, help="farthest value, in prior standard deviations")
     traverse.add_argument("--image", help="traverse around this image's encoding instead of the prior mean (all zeros)")

@@ -7,7 +7,8 @@ GRID_MAX = 1024  # faces shown in the grid at most (32 x 32); --individual write
 def main(argv):
     parser = make_parser(__doc__)
     add_model_flags(parser)
-    parser.add_argument("--num", type=positive_int, default=64, help=f"number of faces; the grid shows the first {GRID_MAX} at most")
+    parser.add_argument("--num", type=positive_int, default=64,
+                        help=f"number of faces; the grid shows the first {GRID_MAX} at most")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the latent draws; the same seed gives the same faces")
     parser.add_argument("--temperature", type=positive_float, default=1.0,
                         help="scale of the prior's standard deviation; below 1 gives cleaner, less varied faces")

@@ -164,7 +164,8 @@ def main(argv=None):
         indices = np.arange(len(faces))
         epoch = iter(range(100))
         report("cached pipeline (gather, flip, batch)",
-               best_rate(lambda: [None for _ in dataset.train_batches(faces, indices, 64, 0, next(epoch))], len(faces) // 64 * 64),
+               best_rate(lambda: [None for _ in dataset.train_batches(faces, indices, 64, 0, next(epoch))],
+                         len(faces) // 64 * 64),
                "img/s")
     if "synthetic" in todo:
         from vae.data.synthetic import render_face

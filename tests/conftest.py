@@ -50,7 +50,8 @@ def real_faces():
 def run_script(*args, cwd=ROOT, timeout=300, env=None):
     """Run a script of the project in a fresh Python process; returns the CompletedProcess."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 # Each script's main(argv), to run a command line in-process (vae.cli.run) where a fresh process proves nothing more.

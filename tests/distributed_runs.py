@@ -10,8 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-import vae.backend  # noqa: F401  (quiet TensorFlow start)
 import tensorflow as tf
+
+import vae.backend  # noqa: F401  (quiet TensorFlow start)
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

@@ -4,10 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import MAIN, TINY, blob_images, cli, write_pngs
 from PIL import Image
 
 from vae.cli import run
+
+from conftest import MAIN, TINY, blob_images, cli, write_pngs
 
 
 def test_train_writes_a_complete_run_folder(trained_run):
@@ -37,7 +38,8 @@ def test_rerunning_a_finished_run_refuses_to_overwrite(trained_run, capsys):
 
 def test_sample_is_deterministic_and_writes_individual_faces(trained, tmp_path, capsys):
     _, out = trained
-    cli(capsys, "sample", "--model", out, "--num", "9", "--seed", "3", "--out", tmp_path / "a.png", "--individual", tmp_path / "faces")
+    cli(capsys, "sample", "--model", out, "--num", "9", "--seed", "3", "--out", tmp_path / "a.png",
+        "--individual", tmp_path / "faces")
     cli(capsys, "sample", "--model", out / "model_best.keras", "--num", "9", "--seed", "3", "--out", tmp_path / "b.png")
     cli(capsys, "sample", "--model", out, "--num", "9", "--seed", "4", "--out", tmp_path / "c.png")
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
@@ -49,7 +51,8 @@ def test_sample_is_deterministic_and_writes_individual_faces(trained, tmp_path, 
 
 def test_sample_streams_many_faces_in_chunks_and_caps_the_grid(trained, tmp_path, capsys):
     _, out = trained
-    stdout, _ = cli(capsys, "sample", "--model", out, "--num", "1100", "--out", tmp_path / "many.png", "--individual", tmp_path / "f")
+    stdout, _ = cli(capsys, "sample", "--model", out, "--num", "1100", "--out", tmp_path / "many.png",
+                    "--individual", tmp_path / "f")
     assert "wrote 1100 faces" in stdout and "the grid shows the first 1024" in stdout
     faces = sorted((tmp_path / "f").glob("*.png"))
     assert len(faces) == 1100 and faces[-1].name == "face_1099.png"

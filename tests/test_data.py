@@ -1,11 +1,12 @@
 """Finding, decoding, splitting and streaming images."""
 import numpy as np
 import pytest
-from conftest import blob_images, write_pngs
 from PIL import Image
 
 from vae.data import dataset, decode
 from vae.errors import UserError
+
+from conftest import blob_images, write_pngs
 
 
 def test_find_images_is_recursive_and_ignores_case_and_other_files(tmp_path):

@@ -2,11 +2,12 @@
 import keras
 import numpy as np
 import tensorflow as tf
-from conftest import blob_images
 
 from vae.config import Config
 from vae.data import dataset
 from vae.training.trainer import build_model
+
+from conftest import blob_images
 
 
 def tiny(**overrides) -> Config:

@@ -7,9 +7,10 @@ import socket
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, blob_images, run_script, write_pngs
 
 import vae.model
+
+from conftest import ROOT, TINY, blob_images, run_script, write_pngs
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +68,7 @@ def test_two_workers_train_one_epoch_and_only_the_chief_writes(images, tmp_path)
         command = [sys.executable, *map(str, train_args(images, out, "--num_epochs", "1", "--strategy", "multiworker"))]
         procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = [p.communicate(timeout=180) for p in procs]
-    for p, (stdout, stderr) in zip(procs, results):
+    for p, (stdout, _stderr) in zip(procs, results):
         assert p.returncode == 0, "\n".join(e[-3000:] for _, e in results)
         assert "2 replicas" in stdout
     rows = history(out)

@@ -4,10 +4,11 @@ import math
 
 import numpy as np
 import pytest
-from conftest import cli, run_script
 from PIL import Image
 
 from vae.errors import UserError
+
+from conftest import cli, run_script
 
 DIMS = 32 * 32 * 3
 
@@ -75,7 +76,8 @@ def test_data_flag_evaluates_a_whole_folder(trained, model):
     images, run = trained
     report, grids = evaluate(model, Run.open(run), data=images, num_samples=10, progress=False)
     assert report["images"] == 40 and report["swd_images"] == 10 and report["data"] == f"all images under {images}"
-    assert grids["reconstructions"].shape == (8 * 34 + 2, 8 * 34 + 2, 3)  # 32 faces: 4 rows of originals over 4 of reconstructions
+    # 32 faces: 4 rows of originals over 4 of reconstructions
+    assert grids["reconstructions"].shape == (8 * 34 + 2, 8 * 34 + 2, 3)
 
 
 def test_unusable_inputs_are_user_errors(trained, model, tmp_path):
@@ -97,7 +99,8 @@ def test_cli_refuses_a_damaged_model(trained, tmp_path):
     (tmp_path / "model.keras").write_bytes(b"not a zip file")
     result = run_script("evaluate.py", "--model", tmp_path / "model.keras", "--data", trained[0])
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"error: --model {tmp_path / 'model.keras'} is damaged") and len(result.stderr.splitlines()) == 1
+    assert (result.stderr.startswith(f"error: --model {tmp_path / 'model.keras'} is damaged")
+            and len(result.stderr.splitlines()) == 1)
 
 
 def test_swd_tells_real_faces_from_an_untrained_model(real_faces):

@@ -1,11 +1,12 @@
 """explore.py: spherical interpolation, strips and GIFs, traversals and encoding a folder, on a tiny trained run."""
 import numpy as np
 import pytest
-from conftest import run_script
 from PIL import Image
 
 from vae.errors import UserError
 from vae.pictures import save_gif
+
+from conftest import run_script
 
 
 def tile(grid, row, col, size=32, gap=2):
@@ -33,7 +34,8 @@ def test_interpolating_two_images(trained, model, tmp_path):
 
     images, run = trained
     a, b = images / "img_0003.png", images / "img_0007.png"
-    result = run_script("explore.py", "interpolate", "--model", run, "--images", a, b, "--steps", "5", "--out", tmp_path / "strip.png")
+    result = run_script("explore.py", "interpolate", "--model", run, "--images", a, b, "--steps", "5",
+                        "--out", tmp_path / "strip.png")
     assert result.returncode == 0, result.stderr
     strip = np.asarray(Image.open(tmp_path / "strip.png"))
     assert strip.shape == (2 * 36, 2 * (7 * 34 + 2), 3)  # 7 tiles: original, 5 faces, original; enlarged 2x to 256+

@@ -1,7 +1,6 @@
 """The package's layout holds: data flows one way (files -> data -> model -> run -> training / evaluation -> app),
 no module imports one above it, and there is no import circle. Read from the source, imports inside functions included."""
 import ast
-from pathlib import Path
 
 from conftest import ROOT
 

@@ -2,12 +2,13 @@
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, blob_images, run_script
 
 from vae.model.objective import kl_per_dim, l1_per_image
 from vae.model.optimizer import make_optimizer
 from vae.model.sampling import Sampling
 from vae.model.vae import VAE
+
+from conftest import ROOT, blob_images, run_script
 
 
 def tiny_vae(size=32, beta=1.0, **kwargs):

@@ -2,9 +2,9 @@
 import dataclasses
 import re
 
-from conftest import ROOT
-
 from vae.config import Config
+
+from conftest import ROOT
 
 
 def readme():

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, blob_images, write_pngs
 
 from vae.config import Config, add_config_flags, config_from_args
 from vae.errors import UserError
@@ -17,6 +16,8 @@ from vae.files import HOST
 from vae.run import Run
 from vae.training import trainer
 from vae.training.trainer import train
+
+from conftest import ROOT, TINY, blob_images, write_pngs
 
 
 def tiny_config(data, out, **overrides):
@@ -96,7 +97,8 @@ def test_a_second_trainer_is_refused_with_the_holder_named(crashed_after_epoch_1
 def test_two_trainers_started_together_exactly_one_trains(tmp_path):
     images = write_pngs(tmp_path / "images", blob_images(40, 32))
     out = tmp_path / "run"
-    command = [sys.executable, "train.py", "--data", str(images), "--out", str(out), "--num_epochs", "2", "--val_split", "0.2", *TINY]
+    command = [sys.executable, "train.py", "--data", str(images), "--out", str(out),
+               "--num_epochs", "2", "--val_split", "0.2", *TINY]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]

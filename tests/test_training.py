@@ -8,13 +8,14 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import MAIN, TINY, blob_images, kill_when, read_state, run_script, write_pngs
 
 import vae.model
-from vae.config import Config
 from vae.cli import run
+from vae.config import Config
 from vae.errors import UserError
 from vae.training.trainer import finish_reason, train
+
+from conftest import MAIN, TINY, blob_images, kill_when, read_state, run_script, write_pngs
 
 
 def tiny_config(data, out, **overrides):
@@ -80,7 +81,8 @@ def test_killed_at_five_random_moments_the_run_ends_whole(tmp_path):
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert len({r["steps"] for r in rows}) == 1  # a resumed epoch counts its steps to the end of the epoch
     for epoch in range(1, 6):
-        assert (out / "samples" / f"epoch_{epoch:03d}.png").is_file() and (out / "reconstructions" / f"epoch_{epoch:03d}.png").is_file()
+        assert ((out / "samples" / f"epoch_{epoch:03d}.png").is_file()
+                and (out / "reconstructions" / f"epoch_{epoch:03d}.png").is_file())
     assert list(out.rglob(".partial-*")) == []
     model = keras.saving.load_model(out / "model_best.keras")
     assert model.decoder.predict(np.zeros((1, 8), "float32"), verbose=0).shape == (1, 32, 32, 3)
@@ -90,7 +92,8 @@ def test_learning_rate_1000_from_scratch_fails_cleanly_with_a_loadable_model(tmp
     images = write_pngs(tmp_path / "images", blob_images(80, 32))
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit:
-        run(MAIN["train"], [str(a) for a in ["--data", images, "--out", out, "--num_epochs", "3", "--learning_rate", "1000", *TINY]])
+        run(MAIN["train"], [str(a) for a in ["--data", images, "--out", out, "--num_epochs", "3",
+                                             "--learning_rate", "1000", *TINY]])
     assert exit.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1

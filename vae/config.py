@@ -24,23 +24,26 @@ class Config:
     # Data.
     data: str | None = _opt(None, "folder of face images, searched recursively; default: built-in synthetic faces")
     image_size: int = _opt(64, "side of the square images the model sees, a power of two from 16 to 256")
-    val_split: float = _opt(0.05, "fraction of files held out for validation, chosen by hashing file names")
+    val_split: float = _opt(0.05, "fraction of files held out for validation (0.05: 5%), chosen by hashing file names")
     flip: bool = _opt(True, "random horizontal flips of training images")
     synthetic_num: int = _opt(6000, "number of synthetic faces rendered when --data is not given")
     # Model.
     latent_dim: int = _opt(128, f"dimension of the latent space, at most {MAX_LATENT_DIM}")
     width: int = _opt(32, f"channels of the first encoder convolution, at most {MAX_WIDTH}; doubled at each halving, up to 8x")
-    beta: float = _opt(0.1, "weight of the KL term against the L1 reconstruction term; below 1 trades prior fit for sharper faces")
+    beta: float = _opt(0.1, "weight of the KL term against the L1 reconstruction term; "
+                       "below 1 trades prior fit for sharper faces")
     learn_scale: bool = _opt(False, "learn the Laplace scale of each colour channel with the weights (a calibrated decoder): "
                              "the reconstruction term becomes the negative log-likelihood, whose scale balances the KL")
     kl_warmup_epochs: float = _opt(1.0, "epochs over which the KL weight rises linearly from 0 to beta (0: none)")
     free_bits: float = _opt(0.0, "nats per latent dimension below which KL is not penalised, against posterior collapse")
     # Optimisation.
-    num_epochs: int = _opt(12, "number of passes over the training images (the default run on synthetic faces, rendering included, took 9 minutes on 2 cores)")
+    num_epochs: int = _opt(12, "number of passes over the training images (the default run on synthetic faces, "
+                           "rendering included, took 9 minutes on 2 cores)")
     batch_size: int = _opt(64, "images per training step (global, over all replicas)")
     learning_rate: float = _opt(1e-3, "peak learning rate of Adam; may be changed when resuming", runtime=True)
     lr_schedule: str = _opt("constant", "learning rate after warm-up: constant, or a cosine or linear decay that reaches 0 when "
-                            "training ends (--num_epochs or --max_minutes, whichever comes first)", choices=["constant", "cosine", "linear"])
+                            "training ends (--num_epochs or --max_minutes, whichever comes first)",
+                            choices=["constant", "cosine", "linear"])
     lr_warmup_steps: int = _opt(200, "steps of linear learning-rate warm-up from zero, which keeps high rates stable")
     clipnorm: float = _opt(0.0, "clip each step's gradient to this global norm; 0 turns clipping off")
     seed: int = _opt(0, "seed of weights, data order, flips and sampling noise")
@@ -48,12 +51,20 @@ class Config:
     early_stopping: int = _opt(0, "stop when validation loss has not improved for this many epochs (0: never)")
     # Run.
     out: str = _opt("runs/default", "run folder: config, models, sample grids, history", runtime=True)
-    save_every_steps: int = _opt(500, "also checkpoint every this many steps within an epoch (0: only at epoch ends)", runtime=True)
-    max_minutes: float = _opt(0.0, "stop cleanly after this many minutes of training, then validate and save (0: no limit)", runtime=True)
-    precision: str = _opt("auto", "float32, mixed_float16, mixed_bfloat16, or auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with native bfloat16, else float32", runtime=True, choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
-    jit_compile: str = _opt("auto", "XLA compilation: on, off, or auto (on with a GPU; off on a CPU, where compiling cost 10-40 s for no faster steps)", runtime=True, choices=["auto", "on", "off"])
-    steps_per_execution: int = _opt(1, "training steps per call into TensorFlow; more cuts Python overhead on fast GPUs", runtime=True)
-    strategy: str = _opt("auto", "tf.distribute strategy: auto (mirrored if several GPUs), default, mirrored, multiworker", runtime=True, choices=["auto", "default", "mirrored", "multiworker"])
+    save_every_steps: int = _opt(500, "also checkpoint every this many steps within an epoch "
+                                 "(0: only at epoch ends)", runtime=True)
+    max_minutes: float = _opt(0.0, "stop cleanly after this many minutes of training, then validate and save "
+                              "(0: no limit)", runtime=True)
+    precision: str = _opt("auto", "float32, mixed_float16, mixed_bfloat16, or auto: mixed_float16 on a GPU, "
+                          "mixed_bfloat16 on a CPU with native bfloat16, else float32",
+                          runtime=True, choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
+    jit_compile: str = _opt("auto", "XLA compilation: on, off, or auto (on with a GPU; off on a CPU, "
+                            "where compiling cost 10-40 s for no faster steps)", runtime=True, choices=["auto", "on", "off"])
+    steps_per_execution: int = _opt(1, "training steps per call into TensorFlow; more cuts Python overhead "
+                                    "on fast GPUs", runtime=True)
+    strategy: str = _opt("auto", "tf.distribute strategy: auto (mirrored if several GPUs), "
+                         "default, mirrored, multiworker",
+                         runtime=True, choices=["auto", "default", "mirrored", "multiworker"])
 
     def validate(self) -> Config:
         """Raise UserError naming the first setting that cannot work."""

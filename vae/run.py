@@ -19,8 +19,8 @@ from vae.files import FolderLock, atomic_path, link_atomic, remove_dead_partials
 
 KEEP_CHECKPOINTS = 2  # the newest and the one before, to fall back on when the newest cannot be read
 # What state.json must hold, and of which types; anything else means it was damaged.
-STATE_FIELDS = {"epoch": (int,), "step": (int,), "checkpoint": (str,), "history": (list,), "best_val_loss": (float, int, type(None)),
-                "finished": (str, type(None)), "untrained_probe_loss": (float, int)}
+STATE_FIELDS = {"epoch": (int,), "step": (int,), "checkpoint": (str,), "history": (list,),
+                "best_val_loss": (float, int, type(None)), "finished": (str, type(None)), "untrained_probe_loss": (float, int)}
 
 
 class Run:
@@ -271,8 +271,10 @@ class Run:
             if problem is None:
                 return candidate
             if following is None:
-                raise UserError(f"no intact checkpoint in {self.checkpoints} ({path.name}: {problem}); pass --overwrite to start over")
-            say(f"warning: checkpoint {path.name} is {problem}; resuming from the one before it, {Path(following['checkpoint']).name}")
+                raise UserError(f"no intact checkpoint in {self.checkpoints} ({path.name}: {problem}); "
+                                "pass --overwrite to start over")
+            say(f"warning: checkpoint {path.name} is {problem}; "
+                f"resuming from the one before it, {Path(following['checkpoint']).name}")
         raise AssertionError("unreachable")
 
     def _older_states(self, newest: str) -> list[dict]:

@@ -45,19 +45,9 @@ class LatentService:
     """The model and what random latents are drawn from; every call into the model holds one lock."""
 
     def __init__(self, model, density=None, name: str = "model"):
-        import keras
-
         self.model, self.density, self.name = model, density, name
         self.image_size, self.latent_dim = model.image_size, model.latent_dim
-        size, dim = self.image_size, self.latent_dim
-        self._decode = lambda z: model.decoder(z, training=False)
-        self._encode = lambda x: model.encoder(x, training=False)[0]
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            # Traced once: keras' predict() spends 30-50 ms setting up each call, an eager call ~15 ms at 64 px, this ~4.
-            self._decode = tf.function(self._decode, input_signature=[tf.TensorSpec([None, dim], tf.float32)])
-            self._encode = tf.function(self._encode, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        dim = self.latent_dim
         self._lock = threading.Lock()
         if density is None:  # N(0, I): every axis is as spread out as the others
             self.directions = np.eye(dim, dtype=np.float32)[:DIRECTIONS]
@@ -77,10 +67,10 @@ class LatentService:
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """uint8 faces (n, size, size, 3) for latents (n, latent_dim)."""
-        from vae.pictures import to_uint8
+        from vae.model.vae import decode
 
         with self._lock:
-            return to_uint8(np.asarray(self._decode(np.asarray(z, np.float32))))
+            return decode(self.model, z)
 
     def sample(self, num: int, seed: int, temperature: float) -> tuple[np.ndarray, np.ndarray]:
         """(latents, faces) drawn from the run's prior, the same for the same seed and temperature."""
@@ -92,9 +82,10 @@ class LatentService:
     def encode(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """(posterior mean, its reconstruction, PSNR in dB) of one uint8 image."""
         from vae.model.objective import psnr
+        from vae.model.vae import encode
 
         with self._lock:
-            z = np.asarray(self._encode(image[None].astype(np.float32) / 255.0))
+            z = encode(self.model, image[None])[0]
         reconstruction = self.decode(z)
         return z[0], reconstruction[0], float(np.asarray(psnr(image[None], reconstruction))[0])
 

@@ -48,8 +48,8 @@ def _training_images(run: Run, size: int, progress: bool) -> tuple[FaceSet, str]
 
 def _measure(model, faces: FaceSet, rng: np.random.Generator, batch_size: int, desc: str, progress: bool,
              recon_metrics: bool) -> dict[str, np.ndarray]:
-    """Per image: the objective's reconstruction term with z drawn from q(z|x), KL per dimension, and (if asked) L1, PSNR and SSIM of the
-    reconstruction from the posterior mean, rounded to 8 bits as reconstruct.py writes it."""
+    """Per image: the objective's reconstruction term with z drawn from q(z|x), KL per dimension, and (if asked) L1, PSNR and
+    SSIM of the reconstruction from the posterior mean, rounded to 8 bits as reconstruct.py writes it."""
     out = {}
     with progress_bar(len(faces), desc, progress) as bar:
         for start in range(0, len(faces), batch_size):
@@ -138,7 +138,8 @@ def report_table(report: dict) -> str:
         ("KL per image", f"{report['kl_per_image']:.2f} nats"),
         ("active units", f"{report['active_units']} of {report['latent_dim']} (mean KL > {ACTIVE_UNIT_NATS} nats)"),
         *((f"SWD x1e3, {k} px", f"{report['swd_x1e3'][k]:.2f}") for k in swd_levels),
-        ("SWD x1e3, average", f"{report['swd_x1e3']['avg']:.2f} ({report['swd_images']} samples from the {report['swd_prior']} prior "
+        ("SWD x1e3, average", f"{report['swd_x1e3']['avg']:.2f} ({report['swd_images']} samples "
+                              f"from the {report['swd_prior']} prior "
                               "vs as many images" + ("; too few to mean much" if report["swd_warning"] else "") + ")"),
     ]
     return "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])

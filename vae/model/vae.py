@@ -207,15 +207,33 @@ def load_vae(path):
     return model
 
 
+def _compiled(model: VAE, part: str):
+    """model.encoder or model.decoder as a function traced once per model (cached on it): keras' predict() spends
+    30-50 ms setting up every call, which a live page or a loop over batches would pay again and again."""
+    cache = model.__dict__.setdefault("_vae_compiled", {})
+    if part not in cache:
+        network = getattr(model, part)
+        call = lambda x: network(x, training=False)  # noqa: E731
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            call = tf.function(call, input_signature=[tf.TensorSpec([None, *network.input.shape[1:]], tf.float32)])
+        cache[part] = call
+    return cache[part]
+
+
 def encode(model: VAE, images, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Posterior means and log-variances of uint8 images (n, size, size, 3)."""
-    mean, log_var = model.encoder.predict(np.asarray(images, np.float32) / 255.0, batch_size=batch_size, verbose=0)
-    return np.asarray(mean), np.asarray(log_var)
+    encoder = _compiled(model, "encoder")
+    parts = [encoder(np.asarray(images[i : i + batch_size], np.float32) / 255.0)
+             for i in range(0, max(len(images), 1), batch_size)]
+    return tuple(np.concatenate([np.asarray(p[k]) for p in parts]) for k in (0, 1))
 
 
 def decode(model: VAE, z, batch_size: int = 256) -> np.ndarray:
     """Faces for latent vectors, as uint8 (n, size, size, 3)."""
-    return to_uint8(model.decoder.predict(np.asarray(z, np.float32), batch_size=batch_size, verbose=0))
+    decoder, z = _compiled(model, "decoder"), np.asarray(z, np.float32)
+    return np.concatenate([to_uint8(np.asarray(decoder(z[i : i + batch_size]))) for i in range(0, max(len(z), 1), batch_size)])
 
 
 def encode_faces(model: VAE, faces, indices=None, batch_size: int = 256, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:

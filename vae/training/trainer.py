@@ -86,7 +86,8 @@ class Trainer:
         names = [self.faces.names[i] for i in self.val_idx]
         write_text_atomic(self.out.split_file, json.dumps({"val_split": cfg.val_split, "validation": names}, indent=0))
         if len(self.train_idx) < cfg.batch_size:
-            raise UserError(f"only {len(self.train_idx)} training images, fewer than --batch_size {cfg.batch_size}; lower --batch_size")
+            raise UserError(f"only {len(self.train_idx)} training images, fewer than --batch_size {cfg.batch_size}; "
+                            "lower --batch_size")
         self.steps = len(self.train_idx) // cfg.batch_size
         say(f"{len(self.train_idx)} training and {len(self.val_idx)} validation images, {self.steps} steps per epoch")
         replicas = self.strategy.num_replicas_in_sync
@@ -151,8 +152,8 @@ class Trainer:
                            device=prefetch_device(self.strategy), epochs=epochs)
         hooks = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: self.begin_epoch(e),
                                                on_epoch_end=lambda e, logs: self.end_epoch(e, logs))
-        self.model.fit(ds, initial_epoch=epoch, epochs=epoch + epochs, steps_per_epoch=self.steps - first_step, verbose=0, shuffle=False,
-                       callbacks=[hooks, *self.within])
+        self.model.fit(ds, initial_epoch=epoch, epochs=epoch + epochs, steps_per_epoch=self.steps - first_step,
+                       verbose=0, shuffle=False, callbacks=[hooks, *self.within])
 
     def begin_epoch(self, epoch: int) -> None:
         for cb in self.within:
@@ -244,7 +245,8 @@ class Trainer:
         """A mid-epoch checkpoint, only of weights that pass the health check; otherwise stop as diverged."""
         loss = self.probe_loss()
         if not self.healthy(loss):
-            self.blowup = f"training stopped at epoch {epoch + 1}, step {step}: the loss of {len(self.probe)} validation faces is {loss:.4g}"
+            self.blowup = (f"training stopped at epoch {epoch + 1}, step {step}: "
+                           f"the loss of {len(self.probe)} validation faces is {loss:.4g}")
             self.model.stop_training = True
             return
         self.out.save_checkpoint(self.model, {**self.state, "epoch": epoch, "step": step})
