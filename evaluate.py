@@ -1,5 +1,5 @@
 """Evaluate a trained VAE on a folder (default: its run's validation split): L1, PSNR, SSIM, bits/dim, KL, active units, SWD."""
-from vae.cli import add_model_flags, add_prior_flag, make_parser, positive_int, run, seed_int
+from vae.cli import add_model_flags, add_prior_flag, make_parser, positive_float, positive_int, run, seed_int
 
 
 def main(argv):
@@ -10,6 +10,8 @@ def main(argv):
     parser.add_argument("--num_samples", type=positive_int, default=2048,
                         help="prior samples and real images compared by SWD (at most the folder's size)")
     add_prior_flag(parser, "what the SWD samples are drawn from")
+    parser.add_argument("--temperature", type=positive_float, default=1.0,
+                        help="scale of the prior's standard deviation for those samples, as in sample.py")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the prior samples, sampled z, image subset and SWD")
     parser.add_argument("--batch_size", type=positive_int, default=128, help="images per forward pass")
     args = parser.parse_args(argv)
@@ -19,7 +21,8 @@ def main(argv):
 
     run_ = Run.open(args.model)
     model = run_.load_model(args.image_size, args.latent_dim)
-    report, grids = evaluate(model, run_, args.data, args.num_samples, args.seed, args.batch_size, prior=args.prior)
+    report, grids = evaluate(model, run_, args.data, args.num_samples, args.seed, args.batch_size, prior=args.prior,
+                             temperature=args.temperature)
     out = args.out or run_.evaluation
     write_report(report, grids, out)
     print(report_table(report))

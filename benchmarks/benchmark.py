@@ -26,11 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
+import vae.backend  # noqa: E402,F401  (first: TensorFlow starts quietly)
+
+# isort: split
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import vae.model  # noqa: E402,F401  (quiet TensorFlow start)
 from vae.config import Config  # noqa: E402
 from vae.data import dataset  # noqa: E402
 from vae.model.flops import model_flops, vae_training_flops  # noqa: E402

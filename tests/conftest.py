@@ -1,4 +1,6 @@
 """Shared fixtures: tiny image folders, the real faces when present, and running the scripts."""
+import csv
+import hashlib
 import json
 import os
 import runpy
@@ -120,3 +122,21 @@ def read_state(run):
     """A run folder's state.json, or None while it does not exist yet."""
     path = Path(run) / "state.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def tiny_config(data, out, **overrides):
+    """A checked Config for a tiny run (32 px, width 8, latent 8, batch 8, 2 epochs) of `data` into `out`."""
+    from vae.config import Config
+
+    values = dict(data=str(data), out=str(out), image_size=32, width=8, latent_dim=8, batch_size=8,
+                  num_epochs=2, val_split=0.2, lr_warmup_steps=5, save_every_steps=0)
+    return Config(**{**values, **overrides}).validate()
+
+
+def sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def epochs_in_history(run):
+    """The epoch column of a run's history.csv."""
+    return [int(r["epoch"]) for r in csv.DictReader(open(Path(run) / "history.csv"))]

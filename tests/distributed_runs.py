@@ -24,8 +24,8 @@ images, root = sys.argv[1], Path(sys.argv[2])
 
 
 def train(name: str, strategy: str) -> dict:
-    cfg = Config(data=images, out=str(root / name), image_size=32, width=8, latent_dim=8, batch_size=8, num_epochs=3,
-                 val_split=0.2, save_every_steps=0, strategy=strategy).validate()
+    cfg = Config(data=images, out=str(root / name), image_size=32, width=8, latent_dim=8, batch_size=8, num_epochs=2,
+                 lr_warmup_steps=0, learning_rate=3e-3, val_split=0.2, save_every_steps=0, strategy=strategy).validate()
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         trainer.train(cfg)

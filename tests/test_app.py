@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.explorer import CHROMIUM, CHROMIUM_ARGS, MOVE, slider_latencies
+
 from conftest import MAIN, ROOT, blob_images
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 LATENCY_TARGET_MS = 150  # slider move to new face, median (the issue's target for 64 px faces on a 2-core CPU)
 
 
@@ -340,17 +339,6 @@ IMAGE_PIXELS = """(selector) => Array.from(document.querySelectorAll(selector)).
   return Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data);
 })"""
 
-# Move a range input and resolve with the milliseconds from its input event to the `load` of the image it redraws.
-MOVE = """([slider, image, value]) => new Promise((resolve, reject) => {
-  const img = document.querySelector(image), input = document.querySelector(slider);
-  setTimeout(() => reject(new Error("no new image within 20 s")), 20000);
-  img.addEventListener("load", () => resolve(performance.now() - start), { once: true });
-  input.value = value;
-  const start = performance.now();
-  input.dispatchEvent(new Event("input", { bubbles: true }));
-})"""
-
-
 def shown(page, selector: str) -> np.ndarray:
     """(n, h, w, 3) pixels of the images `selector` matches, once they have all loaded."""
     page.wait_for_function("(s) => Array.from(document.querySelectorAll(s)).every((i) => i.complete && i.naturalWidth > 1)",
@@ -436,7 +424,7 @@ def test_the_page_draws_steers_morphs_and_uploads(browser, vivid, tmp_path):
 
     # Latency: slider input event to the new face's load event.
     page.click("#grid img:nth-child(5)")
-    times = [page.evaluate(MOVE, ["#sliders input[data-index='0']", "#face", str(-2.5 + 0.25 * i)]) for i in range(21)][1:]
+    times = slider_latencies(page, 20)
     median, p90 = statistics.median(times), float(np.percentile(times, 90))
     print(f"slider to new face, 32 px model, {len(times)} moves: median {median:.1f} ms, 90th percentile {p90:.1f} ms")
     assert median < LATENCY_TARGET_MS

@@ -21,7 +21,7 @@ def history(run):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    return write_pngs(tmp_path_factory.mktemp("distribute") / "images", blob_images(160, 32))
+    return write_pngs(tmp_path_factory.mktemp("distribute") / "images", blob_images(80, 32))
 
 
 def train_args(images, out, *extra):
@@ -42,7 +42,7 @@ def test_mirrored_replicas_follow_one_device_and_a_checkpoint_moves_between_stra
     # Epoch 1 under one device, resumed on two replicas: every epoch once, the settings record the new strategy.
     moved = runs["moved"]
     assert moved["stdout"].splitlines()[0] == "resuming from epoch 2, step 0" and "2 replicas" in moved["stdout"]
-    assert [int(r["epoch"]) for r in moved["history"]] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in moved["history"]] == [1, 2]
     assert json.loads((tmp_path / "moved" / "config.json").read_text())["strategy"] == "mirrored"
     assert isinstance(keras.saving.load_model(tmp_path / "moved" / "model_best.keras", compile=False), vae.model.VAE)
 

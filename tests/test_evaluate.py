@@ -117,3 +117,18 @@ def test_swd_tells_real_faces_from_an_untrained_model(real_faces):
     print(f"SWD x1e3 real/real {real_vs_real}, real/untrained samples {real_vs_samples}")
     for level in ("32", "16", "avg"):
         assert real_vs_real[level] < 0.3 * real_vs_samples[level], level
+
+
+def test_temperature_scales_the_swd_samples_and_is_reported(trained, model, tmp_path, capsys):
+    from vae.evaluation.report import evaluate
+    from vae.run import Run
+
+    cold, grids = evaluate(model, Run.open(trained[1]), seed=1, progress=False, prior="normal", temperature=0.01)
+    _, warm = evaluate(model, Run.open(trained[1]), seed=1, progress=False, prior="normal")
+    assert cold["swd_temperature"] == 0.01
+    # At temperature 0.01 every N(0, I) sample is decoded from nearly z = 0: nearly the same face.
+    tiles = [grids["samples"][2:34, 2 + c * 34 : 34 + c * 34].astype(int) for c in range(2)]
+    warm_tiles = [warm["samples"][2:34, 2 + c * 34 : 34 + c * 34].astype(int) for c in range(2)]
+    assert np.abs(tiles[0] - tiles[1]).max() <= 2 < np.abs(warm_tiles[0] - warm_tiles[1]).max()
+    stdout, _ = cli(capsys, "evaluate", "--model", trained[1], "--out", tmp_path, "--temperature", "0.5")
+    assert "from the gmm prior at temperature 0.5 vs as many images" in stdout

@@ -1,6 +1,5 @@
 """The run folder is its user's database: one trainer, nothing replaced silently, damaged files named, checkpoints that
 survive their own corruption, and no leftovers of the dead."""
-import hashlib
 import json
 import os
 import shutil
@@ -17,21 +16,7 @@ from vae.run import Run
 from vae.training import trainer
 from vae.training.trainer import train
 
-from conftest import ROOT, TINY, blob_images, write_pngs
-
-
-def tiny_config(data, out, **overrides):
-    values = dict(data=str(data), out=str(out), image_size=32, width=8, latent_dim=8, batch_size=8,
-                  num_epochs=2, val_split=0.2, lr_warmup_steps=5, save_every_steps=0)
-    return Config(**{**values, **overrides}).validate()
-
-
-def sha(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def history_epochs(out):
-    return [int(line.split(",")[0]) for line in (out / "history.csv").read_text().splitlines()[1:]]
+from conftest import ROOT, TINY, blob_images, epochs_in_history, sha, tiny_config, write_pngs
 
 
 def resume(cfg, overwrite=False) -> dict:
@@ -109,7 +94,7 @@ def test_two_trainers_started_together_exactly_one_trains(tmp_path):
     winner = next(p for p, (code, _, _) in zip(procs, results) if code == 0)
     assert loser == f"error: {out} is in use: train.py is training it by process {winner.pid} on " + loser.split(" on ", 1)[1]
     assert len(loser.splitlines()) == 1 and "started 20" in loser
-    assert history_epochs(out) == [1, 2]
+    assert epochs_in_history(out) == [1, 2]
 
 
 @pytest.mark.parametrize("damage", ["deleted", "null"])
@@ -191,7 +176,7 @@ def test_resume_writes_what_a_kill_cut_short_and_removes_dead_writers_files(cras
     # Epoch 1's outputs, lost with the kill, were written on resume from its checkpoint.
     for name in ("samples/epoch_001.png", "reconstructions/epoch_001.png", "samples/epoch_002.png", "model_last.keras"):
         assert (out / name).is_file(), name
-    assert history_epochs(out) == [1, 2]
+    assert epochs_in_history(out) == [1, 2]
 
 
 def test_model_files_are_the_checkpoints_bytes_not_a_second_write(finished_run):
@@ -217,3 +202,14 @@ def test_data_and_out_are_stored_absolute_and_spellings_of_one_folder_match(tmp_
     relative_then = Config(data=image_folder.name)  # config.json of an earlier version, stored as typed
     assert cfg.changed_settings(relative_then) == []
     assert cfg.changed_settings(config_from_args(parser.parse_args(["--data", str(tmp_path)]))) == ["data"]
+
+
+def test_a_run_saved_before_a_setting_existed_keeps_what_it_used(crashed_after_epoch_1):
+    images, out = crashed_after_epoch_1
+    saved = json.loads((out / "config.json").read_text())
+    del saved["bn_momentum"]
+    (out / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=r"other settings \(--bn_momentum 0.99 -> 0.9\)"):
+        train(tiny_config(images, out))
+    assert Config.load(out / "config.json").bn_momentum == 0.99
+    assert Config.load(out / "config.json").latent_dim == saved["latent_dim"]

@@ -1,91 +1,17 @@
 """Training that survives: resume after SIGKILL, the non-finite guard, logs, schedules and stopping rules."""
 import csv
-import hashlib
 import json
-import random
-import time
 
 import keras
 import numpy as np
 import pytest
 
-import vae.model
 from vae.cli import run
 from vae.config import Config
 from vae.errors import UserError
 from vae.training.trainer import finish_reason, train
 
-from conftest import MAIN, TINY, blob_images, kill_when, read_state, run_script, write_pngs
-
-
-def tiny_config(data, out, **overrides):
-    values = dict(data=str(data), out=str(out), image_size=32, width=8, latent_dim=8, batch_size=8,
-                  num_epochs=2, val_split=0.2, lr_warmup_steps=5, save_every_steps=0)
-    return Config(**{**values, **overrides}).validate()
-
-
-def sha(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def epochs_in_history(run):
-    return [int(r["epoch"]) for r in csv.DictReader(open(run / "history.csv"))]
-
-
-def progressed(out, since, delay):
-    """A kill_when() condition: the run checkpointed past `since` (epoch, step), then `delay` seconds went by."""
-    seen = {}
-
-    def ready():
-        state = read_state(out)
-        if state is None or (state["epoch"], state["step"]) <= since:
-            return None
-        seen.setdefault("at", time.monotonic())
-        return state if time.monotonic() >= seen["at"] + delay else None
-    return ready
-
-
-@pytest.mark.slow
-def test_killed_at_five_random_moments_the_run_ends_whole(tmp_path):
-    images = write_pngs(tmp_path / "images", blob_images(400, 32))
-    out = tmp_path / "run"
-    command = ["train.py", "--data", images, "--out", out, "--num_epochs", "5", "--val_split", "0.1",
-               "--save_every_steps", "5", *TINY]
-    rng = random.Random(0)
-    since = (-1, 0)
-    for kill in range(5):
-        if kill == 1:  # during a checkpoint write: its temporary file is there
-            kill_when(command, lambda: any(out.glob("checkpoints/.partial-*")))
-        else:
-            kill_when(command, progressed(out, since, delay=rng.uniform(0.0, 1.0)))
-        state = read_state(out)
-        since = (state["epoch"], state["step"])
-    assert state["epoch"] < 5, "the kills came too late to test anything"
-    checkpoint = out / state["checkpoint"]
-    before = sha(checkpoint)
-
-    # A rate that diverges: clear message, no traceback, checkpoint untouched, a model that loads.
-    diverged = run_script(*command, "--learning_rate", "1000")
-    assert diverged.returncode == 2
-    assert diverged.stdout.splitlines()[0] == f"resuming from epoch {state['epoch'] + 1}, step {state['step']}"
-    assert "likely too high" in diverged.stderr and state["checkpoint"] in diverged.stderr
-    assert "Traceback" not in diverged.stderr and len(diverged.stderr.strip().splitlines()) == 1
-    assert sha(checkpoint) == before and read_state(out)["checkpoint"] == state["checkpoint"]
-    assert isinstance(keras.saving.load_model(out / "model_last.keras", compile=False), vae.model.VAE)
-
-    # The same command again resumes from that checkpoint and finishes: each epoch once, all its outputs, no leftovers.
-    resumed = run_script(*command)
-    assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stdout.splitlines()[0] == f"resuming from epoch {state['epoch'] + 1}, step {state['step']}"
-    assert epochs_in_history(out) == list(range(1, 6))
-    rows = list(csv.DictReader(open(out / "history.csv")))
-    assert len({r["steps"] for r in rows}) == 1  # a resumed epoch counts its steps to the end of the epoch
-    for epoch in range(1, 6):
-        assert ((out / "samples" / f"epoch_{epoch:03d}.png").is_file()
-                and (out / "reconstructions" / f"epoch_{epoch:03d}.png").is_file())
-    assert list(out.rglob(".partial-*")) == []
-    model = keras.saving.load_model(out / "model_best.keras")
-    assert model.decoder.predict(np.zeros((1, 8), "float32"), verbose=0).shape == (1, 32, 32, 3)
+from conftest import MAIN, TINY, blob_images, epochs_in_history, tiny_config, write_pngs
 
 
 def test_learning_rate_1000_from_scratch_fails_cleanly_with_a_loadable_model(tmp_path, capsys):

@@ -69,7 +69,7 @@ def _measure(model, faces: FaceSet, rng: np.random.Generator, batch_size: int, d
 
 
 def evaluate(model, run: Run, data=None, num_samples: int = SWD_IMAGES, seed: int = 0, batch_size: int = 128,
-             progress: bool = True, prior: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+             progress: bool = True, prior: str | None = None, temperature: float = 1.0) -> tuple[dict, dict[str, np.ndarray]]:
     """The report (JSON-ready numbers) and its grids (reconstructions, samples) for a model of `run` (where the run's
     data and split are found) on a folder.
 
@@ -104,7 +104,7 @@ def evaluate(model, run: Run, data=None, num_samples: int = SWD_IMAGES, seed: in
     n = min(num_samples, len(faces))
     real = faces.numpy(np.sort(np.random.default_rng([seed, 3]).choice(len(faces), n, replace=False)))
     density = run.prior(model, prior, progress)
-    samples = decode(model, prior_latents(n, model.latent_dim, seed, density=density), batch_size)
+    samples = decode(model, prior_latents(n, model.latent_dim, seed, temperature, density), batch_size)
     distances = swd(real, samples, seed)
 
     report = {
@@ -115,7 +115,8 @@ def evaluate(model, run: Run, data=None, num_samples: int = SWD_IMAGES, seed: in
         "laplace_scale": [round(float(b), 5) for b in np.exp(log_scale)], "laplace_scale_fitted_on": scale_source,
         "kl_per_image": float(kl.mean()),
         "active_units": int((per_dim_kl > ACTIVE_UNIT_NATS).sum()),
-        "swd_images": n, "swd_prior": "normal" if density is None else "gmm", "swd_x1e3": distances,
+        "swd_images": n, "swd_prior": "normal" if density is None else "gmm", "swd_temperature": temperature,
+        "swd_x1e3": distances,
         "swd_warning": None if n >= SWD_MEANINGFUL else
         f"SWD on {n} images is mostly sampling noise; it means something from about {SWD_MEANINGFUL} images on",
     }
@@ -139,7 +140,9 @@ def report_table(report: dict) -> str:
         ("active units", f"{report['active_units']} of {report['latent_dim']} (mean KL > {ACTIVE_UNIT_NATS} nats)"),
         *((f"SWD x1e3, {k} px", f"{report['swd_x1e3'][k]:.2f}") for k in swd_levels),
         ("SWD x1e3, average", f"{report['swd_x1e3']['avg']:.2f} ({report['swd_images']} samples "
-                              f"from the {report['swd_prior']} prior "
+                              f"from the {report['swd_prior']} prior"
+                              + (f" at temperature {report['swd_temperature']:g}" if report["swd_temperature"] != 1 else "")
+                              + " "
                               "vs as many images" + ("; too few to mean much" if report["swd_warning"] else "") + ")"),
     ]
     return "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])

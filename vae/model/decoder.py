@@ -2,10 +2,10 @@
 import keras
 from keras import layers
 
-from vae.model.encoder import batch_norm_leaky_relu, level_channels
+from vae.model.encoder import KERAS_BN_MOMENTUM, batch_norm_leaky_relu, level_channels
 
 
-def build_decoder(image_size: int, latent_dim: int, width: int) -> keras.Model:
+def build_decoder(image_size: int, latent_dim: int, width: int, bn_momentum: float = KERAS_BN_MOMENTUM) -> keras.Model:
     """Functional model: z -> image in [0, 1], the encoder mirrored with 4x4 stride-2 transposed convolutions.
 
     Each resolution gets the channels the encoder has there, so the cost mirrors the encoder's. Transposed
@@ -20,6 +20,6 @@ def build_decoder(image_size: int, latent_dim: int, width: int) -> keras.Model:
     x = layers.LeakyReLU(0.2)(x)
     for i, ch in enumerate(channels[1:]):
         x = layers.Conv2DTranspose(ch, 4, strides=2, padding="same", name=f"up{i}")(x)
-        x = batch_norm_leaky_relu(x)
+        x = batch_norm_leaky_relu(x, bn_momentum)
     image = layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="sigmoid", name="rgb", dtype="float32")(x)
     return keras.Model(z, image, name="decoder")

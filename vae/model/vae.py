@@ -10,7 +10,7 @@ from keras import ops
 
 from vae.errors import UserError
 from vae.model.decoder import build_decoder
-from vae.model.encoder import build_encoder
+from vae.model.encoder import KERAS_BN_MOMENTUM, build_encoder
 from vae.model.objective import objective, psnr, to_unit_float
 from vae.model.optimizer import agree_on_finite
 from vae.model.sampling import Sampling
@@ -62,10 +62,11 @@ class VAE(keras.Model):
 
     def __init__(
         self, image_size=64, latent_dim=128, width=32, beta=1.0, kl_warmup_steps=0, free_bits=0.0, seed=None,
-        learn_scale=False, **kwargs
+        learn_scale=False, bn_momentum=KERAS_BN_MOMENTUM, **kwargs
     ):
         super().__init__(**kwargs)
         self.learn_scale = learn_scale
+        self.bn_momentum = bn_momentum
         self.image_size = image_size
         self.latent_dim = latent_dim
         self.width = width
@@ -73,8 +74,8 @@ class VAE(keras.Model):
         self.kl_warmup_steps = kl_warmup_steps
         self.free_bits = free_bits
         self.seed = seed
-        self.encoder = build_encoder(image_size, latent_dim, width)
-        self.decoder = build_decoder(image_size, latent_dim, width)
+        self.encoder = build_encoder(image_size, latent_dim, width, bn_momentum)
+        self.decoder = build_decoder(image_size, latent_dim, width, bn_momentum)
         self.sampling = Sampling(seed=seed, name="sampling")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.recon_tracker = keras.metrics.Mean(name="recon")
@@ -183,6 +184,7 @@ class VAE(keras.Model):
             "free_bits": self.free_bits,
             "seed": self.seed,
             "learn_scale": self.learn_scale,
+            "bn_momentum": self.bn_momentum,
         }
 
 

@@ -291,6 +291,7 @@ def build_model(cfg: Config, steps_per_epoch: int, strategy: tf.distribute.Strat
             width=cfg.width,
             beta=cfg.beta,
             learn_scale=cfg.learn_scale,
+            bn_momentum=cfg.bn_momentum,
             kl_warmup_steps=int(round(cfg.kl_warmup_epochs * steps_per_epoch)),
             free_bits=cfg.free_bits,
             seed=cfg.seed,
