@@ -152,6 +152,37 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
     assert "identical" in result.stdout
 
 
+@pytest.mark.parametrize("shape, filters", [((4, 4, 16), 8), ((3, 5, 4), 6)])
+def test_the_decoders_sub_pixel_inference_computes_the_transposed_convolution(shape, filters):
+    from vae.model.decoder import Conv2DTranspose
+
+    x = np.random.default_rng(0).standard_normal((5, *shape)).astype("float32")
+    plain = keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="sigmoid")
+    plain.build(x.shape)
+    plain.bias.assign(np.linspace(-1, 1, filters).astype("float32"))
+    ours = Conv2DTranspose(filters, 4, strides=2, padding="same", activation="sigmoid")
+    ours.build(x.shape)
+    ours.set_weights(plain.get_weights())
+    want = np.asarray(plain(x))
+    assert want.shape == (5, 2 * shape[0], 2 * shape[1], filters)
+    np.testing.assert_allclose(np.asarray(ours(x, training=False)), want, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(ours(x, training=True)), want)  # training runs Keras' own kernel
+
+
+def test_weights_saved_before_the_sub_pixel_decoder_resume_into_a_new_model():
+    from vae.model.vae import VAE
+
+    fixture = ROOT / "tests" / "fixtures" / "model_before_restructure"
+    model = VAE(image_size=16, latent_dim=4, width=4, beta=0.1, seed=0, bn_momentum=0.99)
+    model.compile(optimizer=make_optimizer(1e-3, total_steps=10, warmup_steps=0))
+    model.optimizer.build(model.trainable_weights)
+    model.load_weights(str(fixture) + ".keras")  # how train.py resumes from a checkpoint
+    want = np.load(str(fixture) + ".npz")
+    np.testing.assert_allclose(np.asarray(model.decoder(want["z"])), want["faces"], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(model(want["x"])), want["recon"], atol=1e-5)
+    assert int(model.optimizer.iterations) == 2
+
+
 def test_a_calibrated_decoder_learns_the_error_scale_per_channel(tmp_path):
     from vae.model.objective import laplace_nll
 
