@@ -10,7 +10,7 @@ from vae.data.dataset import FaceSet, load_faces
 from vae.errors import UserError
 from vae.evaluation.quality import ssim, swd
 from vae.files import write_text_atomic
-from vae.model.objective import bits_per_dim, kl_per_dim, laplace_nll_of_sums, laplace_scale, psnr
+from vae.model.objective import abs_error_per_channel, bits_per_dim, kl_per_dim, laplace_nll_of_sums, laplace_scale, psnr
 from vae.model.prior import prior_latents
 from vae.model.vae import ACTIVE_UNIT_NATS, decode, encode
 from vae.pictures import make_grid, pairs_grid, save_png
@@ -57,7 +57,8 @@ def _measure(model, faces: FaceSet, rng: np.random.Generator, batch_size: int, d
             mean, log_var = encode(model, x, batch_size)
             z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape).astype(np.float32)
             sampled = model.decoder.predict(z, batch_size=batch_size, verbose=0)
-            batch = {"abs_sums": np.abs(x / 255.0 - sampled).sum(axis=(1, 2)), "kl_dims": np.asarray(kl_per_dim(mean, log_var))}
+            batch = {"abs_sums": np.asarray(abs_error_per_channel(x / 255.0, sampled)),
+                     "kl_dims": np.asarray(kl_per_dim(mean, log_var))}
             if recon_metrics:
                 recon = decode(model, mean, batch_size)
                 batch.update(l1=np.abs(x / 255.0 - recon / 255.0).mean(axis=(1, 2, 3)), psnr=np.asarray(psnr(x, recon)),

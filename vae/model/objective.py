@@ -27,10 +27,15 @@ def kl_per_dim(z_mean, z_log_var):
     return 0.5 * (ops.exp(z_log_var) + ops.square(z_mean) - 1.0 - z_log_var)
 
 
+def abs_error_per_channel(images, reconstructions):
+    """Sum of |x - x_hat| over the pixels of each colour channel: shape (batch, channels)."""
+    return ops.sum(ops.abs(ops.cast(images, "float32") - ops.cast(reconstructions, "float32")), axis=(1, 2))
+
+
 def laplace_nll(images, reconstructions, log_scale):
     """-log p(x | x_hat) in nats per image, a Laplace density of scale b = exp(log_scale) per value (one scale for all
     channels, or one per channel): sum |x - x_hat| / b + (values) * log(2b). With b fixed it ranks like the L1 sum."""
-    per_channel = ops.sum(ops.abs(ops.cast(images, "float32") - ops.cast(reconstructions, "float32")), axis=(1, 2))
+    per_channel = abs_error_per_channel(images, reconstructions)
     return laplace_nll_of_sums(per_channel, log_scale, ops.shape(images)[1] * ops.shape(images)[2])
 
 
