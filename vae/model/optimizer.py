@@ -92,6 +92,14 @@ def make_optimizer(learning_rate, total_steps, warmup_steps, schedule="constant"
     return SkipNonFinite(adam, loss_scaling=True, initial_scale=2.0 ** max(0, 15 - math.ceil(math.log2(loss_terms))))
 
 
+def report_time_spent(optimizer, fraction: float) -> None:
+    """Tell the optimizer's schedule what fraction of the time budget is spent, if it decays by time (WarmupDecay)."""
+    # Keras keeps a schedule only in this attribute; the public `learning_rate` is its value now.
+    schedule = getattr(optimizer, "inner_optimizer", optimizer)._learning_rate
+    if hasattr(schedule, "time_spent"):
+        schedule.time_spent.assign(min(fraction, 1.0))
+
+
 def current_learning_rate(optimizer) -> float:
     """The rate the next step uses (the schedule's value now)."""
     return float(ops.convert_to_numpy(optimizer.learning_rate))

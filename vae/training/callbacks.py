@@ -5,6 +5,7 @@ import time
 
 import keras
 
+from vae.model.optimizer import report_time_spent
 from vae.progress import progress_bar
 
 
@@ -98,9 +99,7 @@ class TimeBudget(EpochAware):
         if not self.seconds:
             return
         fraction = (time.monotonic() - self.started) / self.seconds
-        schedule = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)._learning_rate
-        if hasattr(schedule, "time_spent"):
-            schedule.time_spent.assign(min(fraction, 1.0))
+        report_time_spent(self.model.optimizer, fraction)
         if fraction >= 1.0:
             self.spent = True
             self.model.stop_training = True
