@@ -95,6 +95,13 @@ def timed(command: list[str]) -> tuple[float, str]:
     return seconds, result.stdout
 
 
+def train_py(folder: Path, run: Path, extra: list[str]) -> tuple[float, list[dict], str]:
+    """Wall seconds, history rows and stdout of train.py for WHOLE_EPOCHS epochs on `folder`, writing to `run`."""
+    seconds, stdout = timed([sys.executable, "train.py", "--data", str(folder), "--out", str(run),
+                             "--num_epochs", str(WHOLE_EPOCHS), *extra])
+    return seconds, list(csv.DictReader(open(run / "history.csv"))), stdout
+
+
 def whole_process(repeats: int, extra: list[str]) -> dict:
     """train.py with default flags against the plain reference script, alternated, on WHOLE_FACES faces x WHOLE_EPOCHS."""
     folder = face_folder(WHOLE_FACES)
@@ -104,11 +111,8 @@ def whole_process(repeats: int, extra: list[str]) -> dict:
             seconds, _ = timed([sys.executable, "benchmarks/reference.py", "--data", str(folder), "--num", str(WHOLE_FACES),
                                 "--epochs", str(WHOLE_EPOCHS)])
             plain.append(seconds)
-            run = Path(out) / f"run{i}"
-            seconds, stdout = timed([sys.executable, "train.py", "--data", str(folder), "--out", str(run),
-                                     "--num_epochs", str(WHOLE_EPOCHS), *extra])
+            seconds, history, stdout = train_py(folder, Path(out) / f"run{i}", extra)
             ours.append(seconds)
-            history = list(csv.DictReader(open(run / "history.csv")))
             rates += [float(r["images_per_second"]) for r in history[1:]]  # the first epoch holds the tracing
             psnrs.append(float(history[-1]["val_psnr"]))
             spent = re.search(r"^time: (.*)$", stdout, re.M).group(1)
@@ -138,11 +142,6 @@ def convolution_rates(model, batch: int) -> list[tuple[str, float, float, float]
     return rates
 
 
-def train_py_psnr(folder: Path) -> float:
-    """Validation PSNR after WHOLE_EPOCHS epochs of train.py with default flags on `folder`."""
-    with tempfile.TemporaryDirectory() as out:
-        timed([sys.executable, "train.py", "--data", str(folder), "--out", f"{out}/run", "--num_epochs", str(WHOLE_EPOCHS)])
-        return float(list(csv.DictReader(open(f"{out}/run/history.csv")))[-1]["val_psnr"])
 
 
 def plain_way_psnr(folder: Path) -> float:
@@ -215,7 +214,11 @@ def main(argv=None):
         report(f"training step / matmul {matmul_dtype}", ratio, "x", ">= 0.7", ratio >= 0.7)
     if "psnr" in todo:
         folder = whole["folder"] if "whole" in todo else face_folder(WHOLE_FACES)
-        ours = whole["val_psnr"][0] if "whole" in todo else train_py_psnr(folder)
+        if "whole" in todo:
+            ours = whole["val_psnr"][0]
+        else:
+            with tempfile.TemporaryDirectory() as out:
+                ours = float(train_py(folder, Path(out) / "run", [])[1][-1]["val_psnr"])
         plain = plain_way_psnr(folder)
         xla = "XLA" if resolve_jit("auto") else "no XLA"
         report(f"validation PSNR after {WHOLE_EPOCHS} epochs: train.py, defaults ({precision}, {xla})", ours, "dB")
@@ -227,7 +230,7 @@ def main(argv=None):
         model = build_model(Config(), 1)
         keras.config.set_dtype_policy("float32")
         rates = convolution_rates(model, Config().batch_size)
-        print("    each convolution alone, batch 64, GFLOP/s forward | forward + backward: "
+        print(f"    each convolution alone, batch {Config().batch_size}, GFLOP/s forward | forward + backward: "
               + ", ".join(f"{name} {f:.0f} | {b:.0f}" for name, _, f, b in rates))
         ceiling = sum(flops for _, flops, _, _ in rates) / sum(flops / b for _, flops, _, b in rates)
         report("the model's convolutions alone, forward + backward", ceiling, "GFLOP/s")

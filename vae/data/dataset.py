@@ -144,8 +144,7 @@ def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     # Batches are built from an index list, not files: under tf.distribute, split by data, never by file.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    # tf.data's autotuning thread made deleting an iterator (the end of fit and of each evaluate) stall for 5 to 15 s in
-    # about half of the runs on a 2-core CPU (docs/speed.md). Without it, the parallel map still uses every core and
-    # the prefetch buffer still grows when the consumer waits.
+    # With tf.data's autotuning, deleting the training iterator at the end of fit stalled for 5 to 55 s in about half
+    # of the runs on a 2-core CPU; without it, none did, and the cached pipeline was no slower (docs/speed.md).
     options.autotune.enabled = False
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
