@@ -17,13 +17,17 @@ def main(argv):
     args = parser.parse_args(argv)
 
     from vae.evaluation.report import evaluate, report_table, write_report
+    from vae.files import refuse_inside
     from vae.run import Run
 
     run_ = Run.open(args.model)
+    out = args.out or run_.evaluation
+    data = args.data or run_.data_folder
+    if data is not None:  # now, not after an evaluation of minutes
+        refuse_inside("--out", out, "--data" if args.data else "the run's data folder", data)
     model = run_.load_model(args.image_size, args.latent_dim)
     report, grids = evaluate(model, run_, args.data, args.num_samples, args.seed, args.batch_size, prior=args.prior,
                              temperature=args.temperature)
-    out = args.out or run_.evaluation
     write_report(report, grids, out)
     print(report_table(report))
     if report["swd_warning"]:

@@ -1,5 +1,6 @@
 """Draw random faces from a trained VAE's latent prior: a grid PNG, and optionally one PNG per face."""
 from vae.cli import add_model_flags, add_prior_flag, check_suffix, make_parser, positive_float, positive_int, run, seed_int
+from vae.errors import UserError
 
 GRID_MAX = 1024  # faces shown in the grid at most (32 x 32); --individual writes every face
 
@@ -15,8 +16,11 @@ def main(argv):
     add_prior_flag(parser, "what the faces are drawn from")
     parser.add_argument("--out", default="samples.png", help="grid PNG to write")
     parser.add_argument("--individual", metavar="DIR", help="also write each face as DIR/face_NNNNNN.png")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists (else it is refused)")
     args = parser.parse_args(argv)
     out = check_suffix("--out", args.out, ".png", "sample.py")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"--out {out} exists; pass --overwrite to replace it, or choose another --out")
 
     from vae.evaluation.latent import sample_faces
     from vae.run import Run

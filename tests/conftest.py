@@ -36,6 +36,15 @@ def write_pngs(folder: Path, images: np.ndarray, prefix: str = "img") -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def float32_policy_after_each_test():
+    """Training sets Keras' global dtype policy (mixed_bfloat16 under --precision auto on a CPU with native bfloat16);
+    reset it, so no later test in the same worker builds or loads its models in bfloat16."""
+    yield
+    if "keras" in sys.modules:
+        sys.modules["keras"].config.set_dtype_policy("float32")
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     """40 PNG images of 32x32 in a temporary folder."""

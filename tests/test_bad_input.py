@@ -244,25 +244,29 @@ def test_reconstruct_never_writes_into_its_input(tmp_path, capsys, model_file, w
     assert snapshot(tmp_path) == before
 
 
-def test_a_reconstruction_that_fails_midway_leaves_no_metrics_csv(tmp_path):
+def test_a_reconstruction_that_fails_midway_leaves_no_metrics_csv(tmp_path, monkeypatch):
     """metrics.csv is what marks a finished folder; one from an earlier run must not survive a failed one."""
+    from vae.evaluation import reconstruction
 
-    class FailsOnSecondBatch:
+    class Model:
         image_size = SIZE
-        calls = 0
 
-        def predict(self, images, batch_size, verbose):
-            self.calls += 1
-            if self.calls == 2:
-                raise RuntimeError("disk full")
-            return images / 255.0
+    calls = []
 
+    def decode_fails_on_second_batch(model, z, batch_size):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return z  # the images themselves, as encode below passes them on
+
+    monkeypatch.setattr(reconstruction, "encode", lambda model, images, batch_size: (images, None))
+    monkeypatch.setattr(reconstruction, "decode", decode_fails_on_second_batch)
     faces = write_pngs(tmp_path / "faces", blob_images(6, SIZE))
     output = tmp_path / "rec"
     output.mkdir()
     (output / "metrics.csv").write_text("file,output,l1,psnr,ssim\nold.png,old.png,0.1,20,0.5\n")
     with pytest.raises(RuntimeError, match="disk full"):
-        reconstruct_folder(FailsOnSecondBatch(), faces, output, batch_size=4, progress=False)
+        reconstruct_folder(Model(), faces, output, batch_size=4, progress=False)
     assert sorted(p.name for p in output.iterdir()) == [f"img_{i:04d}.png" for i in range(4)]
 
 

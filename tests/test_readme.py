@@ -4,7 +4,7 @@ import re
 
 from vae.config import Config
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 
 def readme():
@@ -31,3 +31,17 @@ def test_flag_table_lists_every_setting():
     table = readme().split("<!-- flags:start -->")[1].split("<!-- flags:end -->")[0]
     for field in dataclasses.fields(Config):
         assert f"`--{field.name}`" in table or f"`--no_{field.name}`" in table, field.name
+
+
+def test_flag_table_is_what_config_generates():
+    from vae.config import flags_markdown
+
+    table = readme().split("<!-- flags:start -->\n")[1].split("\n<!-- flags:end -->")[0]
+    assert table == flags_markdown()  # defaults and help included; regenerate with python -m vae.config
+
+
+def test_the_in_your_own_code_example_runs(trained):
+    code = readme().split("## In your own code")[1].split("```python\n")[1].split("```")[0]
+    result = run_script("-c", code.replace('"runs/mine"', repr(str(trained[1]))))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "(16, 32, 32, 3) (16, 8)"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import math
 import os
 import sys
@@ -14,12 +15,28 @@ from vae.errors import UserError
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, with the nearest flag suggested for a mistyped one."""
+    """An ArgumentParser whose errors are one line, with the nearest flag suggested for a mistyped one.
+
+    Flags are never abbreviated: --num_epoch is refused with a suggestion, not silently read as --num_epochs."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # sub-command parsers come through here too
+        super().__init__(*args, **kwargs)
+        self._typed: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._typed = list(sys.argv[1:] if args is None else args)  # for error(), which argparse gives only a message
+        return super().parse_known_args(args, namespace)
 
     def error(self, message):
+        flags = [f for f in self._option_string_actions if f.startswith("--")]
+        if not message.startswith("unrecognized arguments: "):
+            # A mistyped flag explains the rest (--modle leaves --model missing), but argparse names the rest first.
+            unknown = [a.split("=")[0] for a in self._typed if a.startswith("--") and a.split("=")[0] not in flags]
+            if any(difflib.get_close_matches(a, flags, 1, 0.75) for a in unknown):
+                message = f"unrecognized arguments: {' '.join(unknown)}"
         hint = ""
         if message.startswith("unrecognized arguments: "):
-            flags = [f for f in self._option_string_actions if f.startswith("--")]
             typed = [a.split("=")[0] for a in message.split(": ", 1)[1].split() if a.startswith("-")]
             guesses = [g for a in typed for g in difflib.get_close_matches(a, flags, 1, 0.75)]
             hint = f"did you mean {', '.join(guesses)}? " if guesses else ""
@@ -72,6 +89,15 @@ def check_suffix(flag: str, path: str, suffix: str, writer: str) -> Path:
     return Path(path)
 
 
+# Errors of the disk rather than of the program: what happened, to which file, and what to do.
+FIXABLE = {
+    errno.ENOSPC: "no space left on device writing {path}; free space and rerun",
+    errno.EDQUOT: "disk quota exceeded writing {path}; free space (or raise the quota) and rerun",
+    errno.EROFS: "{path} is on a read-only file system; choose a writable place and rerun",
+    errno.EACCES: "permission denied for {path}; change its permissions or choose another place",
+}
+
+
 def run(main, argv: list[str] | None = None) -> None:
     """Call main(argv); turn errors into one line on stderr and an exit code (tracebacks with --debug).
 
@@ -97,6 +123,8 @@ def run(main, argv: list[str] | None = None) -> None:
     except OSError as e:
         if debug:
             raise
+        if e.errno in FIXABLE:  # the disk or its permissions, not the program: the user can fix it, so exit 2
+            _fail(FIXABLE[e.errno].format(path=e.filename or "a file"), 2)
         where = f"{e.filename}: " if e.filename else ""
         code = 2 if e.filename else 1  # a path the user gave or chose: fixable; else unforeseen
         _fail(f"cannot use {where}{e.strerror or type(e).__name__}" if e.filename else f"{type(e).__name__}: {e}", code)

@@ -21,6 +21,8 @@ except ImportError:  # Windows
     import msvcrt
 
 PARTIAL = ".partial-"
+# What marks a folder train.py made (the names of vae/run.py, which sits above this layer): config.json beside any of these.
+RUN_CONFIG, RUN_MARKERS = "config.json", ("state.json", "train.lock", "checkpoints")
 # Temporary names carry the writer's process id and host, so a later process can tell a dead writer's leftovers.
 HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
@@ -38,9 +40,32 @@ def atomic_path(path: Path | str):
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        # A full disk names no file, and the temporary name means nothing to the user: name the file being written.
+        if e.errno is not None and e.filename in (None, str(tmp)):
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def is_run_folder(folder: Path | str) -> bool:
+    """Whether `folder` is a run folder of train.py: its config.json beside its state, lock or checkpoints."""
+    folder = Path(folder)
+    return (folder / RUN_CONFIG).is_file() and any((folder / name).exists() for name in RUN_MARKERS)
+
+
+def refuse_inside(out_flag: str, out: Path | str, in_flag: str, folder: Path | str, names=("",)) -> None:
+    """UserError if `out` (or any of `names` under it) is inside the input `folder`: the same folder, one inside it, or a
+    way in through a symlink. A run folder inside it is not input (finding images skips it), so it may be written."""
+    inside = Path(folder).resolve()
+    for name in names:
+        target = (Path(out) / name).resolve()
+        if (target == inside or inside in target.parents) and not any(
+                is_run_folder(p) for p in [target, *target.parents] if inside in p.parents):
+            raise UserError(f"{out_flag} {out} would write {name or 'its files'} inside {in_flag} {folder}; "
+                            "choose a folder outside it, the input is never written")
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:

@@ -10,6 +10,7 @@ from vae.files import atomic_path
 
 GIF_MIN_SIDE = 128  # GIF frames are enlarged (nearest) to at least this, so a 64 px face can be seen
 GIF_FRAME_MS = 80
+GRID_IMAGES = 32  # originals over reconstructions in comparison grids: four rows of eight pairs
 
 
 def to_uint8(images) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from vae.data.decode import find_images, is_validation, load_image, name_hash, printable, skip_reason
+from vae.data.decode import is_validation, load_image, name_hash, printable, scan_folder, skip_reason
 from vae.errors import UserError
 from vae.progress import progress_bar
 
@@ -27,7 +27,7 @@ class FaceSet:
 
     names: list[str]  # path of each usable image relative to the folder, in cache order
     images: tf.Variable  # (capacity, size, size, 3) uint8; rows past len(names) are unused
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason), both printable()
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason), both printable(); folders end in /
 
     def __len__(self):
         return len(self.names)
@@ -46,20 +46,27 @@ class FaceSet:
 
 
 def load_faces(
-    folder: Path | str, size: int, workers: int | None = None, progress: bool = True, names: list[str] | None = None
+    folder: Path | str, size: int, workers: int | None = None, progress: bool = True, names: list[str] | None = None,
+    exclude=(),
 ) -> FaceSet:
     """Decode every image under `folder` (or only `names`, paths relative to it) once, in parallel threads.
 
-    PIL decodes outside the GIL. Files that cannot be used are skipped and listed; none usable is an error.
+    PIL decodes outside the GIL. Files that cannot be used are skipped and listed, as are run folders and the folders in
+    `exclude` (scan_folder); none usable is an error.
     """
     folder = Path(folder)
-    paths = find_images(folder) if names is None else [folder / n for n in names if (folder / n).is_file()]
+    if names is None:
+        paths, skipped_folders = scan_folder(folder, exclude)
+    else:
+        paths, skipped_folders = [folder / n for n in names if (folder / n).is_file()], []
+    skipped = [(printable(path.relative_to(folder).as_posix()) + "/", why) for path, why in skipped_folders]
     if not paths:
-        raise UserError(f"no images (jpg, jpeg, png, bmp, gif, webp) found under {folder}")
+        outside = f" outside {', '.join(name for name, _ in skipped)}" if skipped else ""
+        raise UserError(f"no images (jpg, jpeg, png, bmp, gif, webp) found under {folder}{outside}")
     with tf.device("/cpu:0"):
         # Filled chunk by chunk with scatter updates: never a second full-size copy in memory.
         images = tf.Variable(lambda: tf.zeros((len(paths), size, size, 3), tf.uint8), trainable=False)
-    names, skipped = [], []
+    names = []
 
     def decode(path):
         try:
@@ -88,7 +95,7 @@ def load_faces(
                 images.scatter_update(tf.IndexedSlices(np.stack(good), rows))
             bar.update(len(chunk))
     if not names:
-        name, why = skipped[0]
+        name, why = skipped[len(skipped_folders)]
         raise UserError(f"none of the {len(paths)} image files under {folder} could be used (the first, {name}: {why})")
     return FaceSet(names, images, skipped)
 

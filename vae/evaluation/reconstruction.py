@@ -9,13 +9,13 @@ from vae.data.dataset import load_faces
 from vae.data.decode import printable
 from vae.errors import UserError
 from vae.evaluation.quality import ssim
-from vae.files import write_csv
+from vae.files import refuse_inside, write_csv
 from vae.model.objective import psnr
-from vae.pictures import pairs_grid, save_png, to_uint8
+from vae.model.vae import decode, encode
+from vae.pictures import GRID_IMAGES, pairs_grid, save_png
 from vae.progress import progress_bar
 
 RESERVED = {"comparison.png", "metrics.csv"}
-GRID_IMAGES = 32
 
 
 def image_metrics(originals: np.ndarray, reconstructions: np.ndarray) -> dict[str, np.ndarray]:
@@ -33,11 +33,7 @@ def output_names(names: list[str]) -> list[str]:
 
 def check_output(input_dir: Path, output_dir: Path, outs: list[str] = ()) -> None:
     """Refuse to write anything inside the input folder: the same folder, one inside it, or a way in through a symlink."""
-    inp = input_dir.resolve()
-    for name in [*RESERVED, *outs]:
-        if inp in (output_dir / name).resolve().parents:
-            raise UserError(f"--output {output_dir} would write {name} inside --input {input_dir}; "
-                            "choose a folder outside it, the input is never written")
+    refuse_inside("--output", output_dir, "--input", input_dir, [*RESERVED, *outs])
 
 
 def reconstruct_folder(model, input_dir, output_dir, batch_size: int = 128, progress: bool = True) -> dict:
@@ -61,7 +57,7 @@ def reconstruct_folder(model, input_dir, output_dir, batch_size: int = 128, prog
     with progress_bar(len(faces), "reconstructing", progress) as bar:
         for start in range(0, len(faces), batch_size):
             originals = faces.numpy(range(start, min(start + batch_size, len(faces))))
-            recon = to_uint8(model.predict(originals, batch_size=batch_size, verbose=0))
+            recon = decode(model, encode(model, originals, batch_size)[0], batch_size)
             metrics = image_metrics(originals, recon)
             for i, image in enumerate(recon):
                 save_png(image, output_dir / outs[start + i])

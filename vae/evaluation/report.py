@@ -13,14 +13,13 @@ from vae.files import write_text_atomic
 from vae.model.objective import abs_error_per_channel, bits_per_dim, kl_per_dim, laplace_nll_of_sums, laplace_scale, psnr
 from vae.model.prior import prior_latents
 from vae.model.vae import ACTIVE_UNIT_NATS, decode, encode
-from vae.pictures import make_grid, pairs_grid, save_png
+from vae.pictures import GRID_IMAGES, make_grid, pairs_grid, save_png
 from vae.progress import progress_bar
 from vae.run import Run
 
 SCALE_IMAGES = 2000  # training images the Laplace scale is fitted on: enough for 3 digits, cheap to reconstruct
 SWD_IMAGES = 2048
 SWD_MEANINGFUL = 300  # below this many images the SWD mostly measures sampling noise (two real sets differ a lot)
-GRID_IMAGES = 32
 
 
 def evaluation_images(run: Run, data, size: int, progress: bool = True) -> tuple[FaceSet, str]:
@@ -56,7 +55,7 @@ def _measure(model, faces: FaceSet, rng: np.random.Generator, batch_size: int, d
             x = faces.numpy(range(start, min(start + batch_size, len(faces))))
             mean, log_var = encode(model, x, batch_size)
             z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape).astype(np.float32)
-            sampled = model.decoder.predict(z, batch_size=batch_size, verbose=0)
+            sampled = decode(model, z, batch_size, as_uint8=False)
             batch = {"abs_sums": np.asarray(abs_error_per_channel(x / 255.0, sampled)),
                      "kl_dims": np.asarray(kl_per_dim(mean, log_var))}
             if recon_metrics:

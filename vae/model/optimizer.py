@@ -4,13 +4,16 @@ import math
 import keras
 from keras import ops
 
+from vae.model.keras_adapter import CountingLossScaleOptimizer, learning_rate_schedule
+
 
 @keras.saving.register_keras_serializable(package="vae")
-class SkipNonFinite(keras.optimizers.LossScaleOptimizer):
+class SkipNonFinite(CountingLossScaleOptimizer):
     """Skips any step whose gradients hold a NaN or Inf, and counts skipped and consecutive skipped steps.
 
     Built on LossScaleOptimizer, which already skips such steps correctly under every tf.distribute
     strategy. The loss is scaled only when `loss_scaling` is on (float16); otherwise the scale stays 1.
+    One per network: a model with several optimizers has a guard on each.
     """
 
     def __init__(self, inner_optimizer, loss_scaling=False, **kwargs):
@@ -24,30 +27,34 @@ class SkipNonFinite(keras.optimizers.LossScaleOptimizer):
         self.skipped_steps = self.add_variable(name="skipped_steps", **counter)
         self.consecutive_skips = self.add_variable(name="consecutive_skips", **counter)
 
-    def _stateful_handle_finite_grads(self, grads, trainable_variables):
+    def on_finite_step(self):
         self.consecutive_skips.assign(0)
+
+    def on_non_finite_step(self):
+        self.skipped_steps.assign_add(1)
+        self.consecutive_skips.assign_add(1)
+
+    def finite_step(self, grads, trainable_variables):
         if self.loss_scaling:
-            super()._stateful_handle_finite_grads(grads, trainable_variables)
+            super().finite_step(grads, trainable_variables)
         else:
             self.inner_optimizer.apply(grads, trainable_variables=trainable_variables)
 
-    def _stateful_handle_non_finite_grads(self):
-        self.skipped_steps.assign_add(1)
-        self.consecutive_skips.assign_add(1)
+    def non_finite_step(self):
         if self.loss_scaling:
-            super()._stateful_handle_non_finite_grads()
+            super().non_finite_step()
 
     def save_own_variables(self, store):
         # Only the wrapper's own counters: the inner optimizer's moments are saved under it already, and saving
         # them here too (as LossScaleOptimizer does) made every checkpoint 1.7 times larger.
-        for i, variable in enumerate(self._variables):
+        for i, variable in enumerate(self.own_variables()):
             store[str(i)] = variable.numpy()
 
     def load_own_variables(self, store):
         if len(store.keys()) == len(self.variables):  # a file of an earlier version, with both copies
             super().load_own_variables(store)
             return
-        for i, variable in enumerate(self._variables):
+        for i, variable in enumerate(self.own_variables()):
             variable.assign(store[str(i)])
 
     def get_config(self):
@@ -94,8 +101,7 @@ def make_optimizer(learning_rate, total_steps, warmup_steps, schedule="constant"
 
 def report_time_spent(optimizer, fraction: float) -> None:
     """Tell the optimizer's schedule what fraction of the time budget is spent, if it decays by time (WarmupDecay)."""
-    # Keras keeps a schedule only in this attribute; the public `learning_rate` is its value now.
-    schedule = getattr(optimizer, "inner_optimizer", optimizer)._learning_rate
+    schedule = learning_rate_schedule(optimizer)
     if hasattr(schedule, "time_spent"):
         schedule.time_spent.assign(min(fraction, 1.0))
 

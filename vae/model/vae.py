@@ -9,8 +9,10 @@ import numpy as np
 from keras import ops
 
 from vae.errors import UserError
+from vae.model.archive import check_keras_archive
 from vae.model.decoder import build_decoder
 from vae.model.encoder import KERAS_BN_MOMENTUM, build_encoder
+from vae.model.keras_adapter import BuiltBeforeFit
 from vae.model.objective import objective, psnr, to_unit_float
 from vae.model.optimizer import agree_on_finite
 from vae.model.sampling import Sampling
@@ -44,7 +46,7 @@ class ActiveUnits(keras.metrics.Metric):
 
 
 @keras.saving.register_keras_serializable(package="vae")
-class VAE(keras.Model):
+class VAE(BuiltBeforeFit, keras.Model):
     """Variational autoencoder with an L1 reconstruction term and a KL term (vae.model.objective).
 
     Loss reduction: for each image, the L1 error summed over all pixels and channels (with `learn_scale`, the
@@ -77,6 +79,7 @@ class VAE(keras.Model):
         self.encoder = build_encoder(image_size, latent_dim, width, bn_momentum)
         self.decoder = build_decoder(image_size, latent_dim, width, bn_momentum)
         self.sampling = Sampling(seed=seed, name="sampling")
+        self.inference = TracedNetworks(self.encoder, self.decoder)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.recon_tracker = keras.metrics.Mean(name="recon")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -93,12 +96,6 @@ class VAE(keras.Model):
     @property
     def metrics(self):
         return [self.loss_tracker, self.recon_tracker, self.kl_tracker, self.beta_tracker, self.psnr_tracker, self.active_units]
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under a strategy Keras averages the first batch across workers, only to build what is unbuilt;
-        # multi-worker collectives reject uint8 batches, and this model and its optimizer are built already.
-        if self.optimizer is None or not self.optimizer.built:
-            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def call(self, images, training=False):
         z_mean, _ = self.encoder(to_unit_float(images), training=training)
@@ -199,6 +196,7 @@ def spans_workers(strategy) -> bool:
 
 def load_vae(path):
     """A VAE saved by this package, or UserError in one line for anything else (corrupt, foreign, not a model)."""
+    check_keras_archive(path)  # before Keras inflates anything
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - corrupt zip, wrong content, foreign model: all the same to the user
@@ -209,33 +207,35 @@ def load_vae(path):
     return model
 
 
-def _compiled(model: VAE, part: str):
-    """model.encoder or model.decoder as a function traced once per model (cached on it): keras' predict() spends
-    30-50 ms setting up every call, which a live page or a loop over batches would pay again and again."""
-    cache = model.__dict__.setdefault("_vae_compiled", {})
-    if part not in cache:
-        network = getattr(model, part)
-        call = lambda x: network(x, training=False)  # noqa: E731
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
+class TracedNetworks:
+    """The encoder and decoder in inference mode as functions traced once (on TensorFlow): keras' predict() spends 30-50 ms
+    setting up every call, which a live page or a loop over batches would pay again and again."""
 
-            call = tf.function(call, input_signature=[tf.TensorSpec([None, *network.input.shape[1:]], tf.float32)])
-        cache[part] = call
-    return cache[part]
+    def __init__(self, encoder, decoder):
+        self.encoder, self.decoder = _traced(encoder), _traced(decoder)
+
+
+def _traced(network):
+    call = lambda x: network(x, training=False)  # noqa: E731
+    if keras.backend.backend() != "tensorflow":
+        return call
+    import tensorflow as tf
+
+    return tf.function(call, input_signature=[tf.TensorSpec([None, *network.input.shape[1:]], tf.float32)])
 
 
 def encode(model: VAE, images, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Posterior means and log-variances of uint8 images (n, size, size, 3)."""
-    encoder = _compiled(model, "encoder")
-    parts = [encoder(np.asarray(images[i : i + batch_size], np.float32) / 255.0)
+    parts = [model.inference.encoder(np.asarray(images[i : i + batch_size], np.float32) / 255.0)
              for i in range(0, max(len(images), 1), batch_size)]
     return tuple(np.concatenate([np.asarray(p[k]) for p in parts]) for k in (0, 1))
 
 
-def decode(model: VAE, z, batch_size: int = 256) -> np.ndarray:
-    """Faces for latent vectors, as uint8 (n, size, size, 3)."""
-    decoder, z = _compiled(model, "decoder"), np.asarray(z, np.float32)
-    return np.concatenate([to_uint8(np.asarray(decoder(z[i : i + batch_size]))) for i in range(0, max(len(z), 1), batch_size)])
+def decode(model: VAE, z, batch_size: int = 256, as_uint8: bool = True) -> np.ndarray:
+    """Faces for latent vectors (n, size, size, 3): uint8, or (as_uint8=False) the decoder's floats on [0, 1]."""
+    z = np.asarray(z, np.float32)
+    batches = (np.asarray(model.inference.decoder(z[i : i + batch_size])) for i in range(0, max(len(z), 1), batch_size))
+    return np.concatenate([to_uint8(b) if as_uint8 else b.astype(np.float32) for b in batches])
 
 
 def encode_faces(model: VAE, faces, indices=None, batch_size: int = 256, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -10,16 +10,17 @@ from vae.progress import progress_bar
 
 
 class EpochAware(keras.callbacks.Callback):
-    """Knows the epoch and the step within it, also when an epoch resumes part-way (one fit call per epoch)."""
+    """Knows the epoch and the step within it, also when an epoch resumes part-way: Keras counts each fit call's batches
+    from 0, so `steps_done(epoch)` says how many of the epoch's steps ran before this fit call."""
 
-    def __init__(self):
+    def __init__(self, steps_done):
         super().__init__()
-        self.epoch = 0
-        self.first_step = 0
-        self.last_step = 0
+        self.steps_done = steps_done
+        self.epoch = self.first_step = self.last_step = 0
 
-    def start_epoch(self, epoch: int, first_step: int) -> None:
-        self.epoch, self.first_step, self.last_step = epoch, first_step, first_step
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.first_step = self.last_step = self.steps_done(epoch)
 
     def on_train_batch_end(self, batch, logs=None):
         # `batch` counts from 0 in each fit call; with steps_per_execution it is the last step run.
@@ -33,15 +34,15 @@ class EpochAware(keras.callbacks.Callback):
 class EpochBar(EpochAware):
     """One bar per epoch with live loss, recon and KL; nothing when stdout is not a terminal."""
 
-    def __init__(self, steps_per_epoch: int, num_epochs: int):
-        super().__init__()
+    def __init__(self, steps_done, steps_per_epoch: int, num_epochs: int):
+        super().__init__(steps_done)
         self.steps_per_epoch, self.num_epochs = steps_per_epoch, num_epochs
         self.bar = None
 
-    def start_epoch(self, epoch, first_step):
-        super().start_epoch(epoch, first_step)
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
         self.bar = progress_bar(self.steps_per_epoch, f"epoch {epoch + 1}/{self.num_epochs}", unit="step")
-        self.bar.update(first_step)
+        self.bar.update(self.first_step)
 
     def after_step(self, step, logs):
         if not self.bar.disable:
@@ -55,8 +56,8 @@ class EpochBar(EpochAware):
 class StepCheckpoint(EpochAware):
     """Calls save(epoch, step) every `every` steps counted over the whole run (0: never)."""
 
-    def __init__(self, every: int, steps_per_epoch: int, save):
-        super().__init__()
+    def __init__(self, steps_done, every: int, steps_per_epoch: int, save):
+        super().__init__(steps_done)
         self.every, self.steps_per_epoch, self.save = every, steps_per_epoch, save
 
     def after_step(self, step, logs):
@@ -75,13 +76,14 @@ class StepCheckpoint(EpochAware):
 class NonFiniteStop(EpochAware):
     """Stops training after `patience` consecutive steps skipped for a NaN or Inf loss or gradient."""
 
-    def __init__(self, patience: int):
-        super().__init__()
+    def __init__(self, steps_done, patience: int):
+        super().__init__(steps_done)
         self.patience = patience
         self.tripped_at = None  # (epoch, step) when it stopped training
 
     def after_step(self, step, logs):
-        if int(logs.get("consecutive_skips", 0)) >= self.patience:
+        # Every optimizer's guard counts its own (a second network's logs "<name>_consecutive_skips").
+        if max((int(v) for k, v in logs.items() if k.endswith("consecutive_skips")), default=0) >= self.patience:
             self.tripped_at = (self.epoch, step)
             self.model.stop_training = True
 
@@ -90,10 +92,10 @@ class TimeBudget(EpochAware):
     """Stops training after the step in progress once `minutes` of wall time have passed since `started`; tells the
     learning-rate schedule how much of the budget is spent, so a decay reaches 0 when the time is up."""
 
-    def __init__(self, minutes: float, started: float):
-        super().__init__()
+    def __init__(self, steps_done, minutes: float, started: float):
+        super().__init__(steps_done)
         self.started, self.seconds = started, minutes * 60.0
-        self.spent = False
+        self.exhausted = False
 
     def after_step(self, step, logs):
         if not self.seconds:
@@ -101,5 +103,5 @@ class TimeBudget(EpochAware):
         fraction = (time.monotonic() - self.started) / self.seconds
         report_time_spent(self.model.optimizer, fraction)
         if fraction >= 1.0:
-            self.spent = True
+            self.exhausted = True
             self.model.stop_training = True

@@ -5,15 +5,15 @@ The CPU defaults come from benchmarks/benchmark.py on a 2-core AMD EPYC (Zen 3, 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import keras
 import tensorflow as tf
 
+from vae.config import Config
 from vae.errors import UserError
-
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -33,7 +33,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "multiworker":
         check_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise UserError(f"--strategy {name} is not one of {', '.join(STRATEGIES)}")
+    strategies = next(f.metadata["choices"] for f in dataclasses.fields(Config) if f.name == "strategy")
+    raise UserError(f"--strategy {name} is not one of {', '.join(strategies)}")
 
 
 def check_tf_config() -> None:

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from vae.files import atomic_path
+from vae.model.vae import decode, encode
 from vae.pictures import make_grid, pairs_grid
 
 SCALARS = ["loss", "recon", "kl", "beta", "val_loss", "val_recon", "val_kl", "val_psnr", "val_active_units",
@@ -31,9 +32,9 @@ def epoch_line(row: dict, num_epochs: int) -> str:
 
 def epoch_grids(model, fixed_z, fixed_val) -> dict[str, np.ndarray]:
     """The grids shown after every epoch, named after their folders: faces from fixed z, validation reconstructions."""
-    grids = {"samples": make_grid(model.decoder.predict(fixed_z, verbose=0), cols=8)}
+    grids = {"samples": make_grid(decode(model, fixed_z), cols=8)}
     if len(fixed_val):
-        grids["reconstructions"] = pairs_grid(fixed_val, model.predict(fixed_val, verbose=0))
+        grids["reconstructions"] = pairs_grid(fixed_val, decode(model, encode(model, fixed_val)[0]))
     return grids
 
 

@@ -19,10 +19,10 @@ from vae.errors import UserError
 from vae.files import write_text_atomic
 from vae.model.optimizer import current_learning_rate, make_optimizer
 from vae.model.prior import FIT_IMAGES, MixtureUnavailable, fit_mixture
-from vae.model.vae import VAE, load_vae, spans_workers
+from vae.model.vae import VAE, load_vae
 from vae.pictures import save_png
 from vae.run import Run
-from vae.training.callbacks import EpochBar, NonFiniteStop, StepCheckpoint, TimeBudget
+from vae.training.callbacks import EpochAware, EpochBar, NonFiniteStop, StepCheckpoint, TimeBudget
 from vae.training.device import barrier, describe_device, is_chief, make_strategy, prefetch_device, resolve_jit, use_precision
 from vae.training.reporting import TensorBoardLog, epoch_grids, epoch_line, plot_history, say
 
@@ -46,15 +46,15 @@ class Trainer:
     def __init__(self, cfg: Config):
         self.started = time.monotonic()
         self.cfg = cfg
-        self.main = Run(cfg.out)
-        self.out, self.scratch = self.main, None
+        self.chief_run = Run(cfg.out)
+        self.own_run, self.scratch = self.chief_run, None  # a worker writes to a scratch run
         self.plotted, self.plot_spaced = -math.inf, False
-        self.spent, self.last_mark = {}, time.perf_counter()  # where the run's time went, printed at the end
+        self.seconds_by_phase, self.last_mark = {}, time.perf_counter()  # where the run's time went, printed at the end
 
     def mark(self, name: str) -> None:
         """Add the time since the previous mark to `name`'s total."""
         now = time.perf_counter()
-        self.spent[name] = self.spent.get(name, 0.0) + now - self.last_mark
+        self.seconds_by_phase[name] = self.seconds_by_phase.get(name, 0.0) + now - self.last_mark
         self.last_mark = now
 
     def start(self, overwrite: bool) -> None:
@@ -64,27 +64,27 @@ class Trainer:
         if cfg.max_minutes and isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             raise UserError("--max_minutes cannot be used with --strategy multiworker: each worker's clock would decide alone")
         if is_chief(self.strategy):
-            resumed = self.main.start(cfg, overwrite)
+            resumed = self.chief_run.start(cfg, overwrite)
             barrier(self.strategy)
         else:
             # Every worker runs the same steps (collectives need all of them) but writes to its own
             # scratch folder, removed at the end; it resumes from the chief's checkpoint once the
             # chief has prepared the run folder.
             barrier(self.strategy)
-            resumed = self.main.check(cfg, overwrite=False)
+            resumed = self.chief_run.check(cfg, overwrite=False)
             self.scratch = Path(tempfile.mkdtemp(prefix="vae-worker-"))
-            self.out = Run(self.scratch)
-            self.out.start(cfg, overwrite=False)
+            self.own_run = Run(self.scratch)
+            self.own_run.start(cfg, overwrite=False)
         if resumed is not None:
-            resumed = self.main.resume_point(resumed, say)
+            resumed = self.chief_run.resume_point(resumed, say)
             say(f"resuming from epoch {resumed['epoch'] + 1}, step {resumed['step']}")
         say(describe_device(cfg.precision, cfg.jit_compile))
         self.mark("setup")
-        self.faces = load_training_faces(cfg, self.out)
+        self.faces = load_training_faces(cfg, self.own_run)
         self.mark("decoding")
         self.train_idx, self.val_idx = self.faces.split(cfg.val_split)
         names = [self.faces.names[i] for i in self.val_idx]
-        write_text_atomic(self.out.split_file, json.dumps({"val_split": cfg.val_split, "validation": names}, indent=0))
+        write_text_atomic(self.own_run.split_file, json.dumps({"val_split": cfg.val_split, "validation": names}, indent=0))
         if len(self.train_idx) < cfg.batch_size:
             raise UserError(f"only {len(self.train_idx)} training images, fewer than --batch_size {cfg.batch_size}; "
                             "lower --batch_size")
@@ -97,37 +97,42 @@ class Trainer:
         self.model = build_model(cfg, self.steps, self.strategy)
         self.fixed_z = np.random.default_rng(cfg.seed).standard_normal((GRID_SIZE, cfg.latent_dim)).astype("float32")
         self.probe = self.faces.numpy(self.val_idx[:PROBE_SIZE])
-        self.tensorboard = TensorBoardLog(self.out.logs)
+        self.tensorboard = TensorBoardLog(self.own_run.logs)
         if resumed is None:
             # The untrained model is the first good state: a run that diverges at once still leaves
             # a checkpoint and a loadable model behind.
             self.state = {"epoch": 0, "step": 0, "history": [], "best_val_loss": None, "finished": None,
                           "untrained_probe_loss": self.probe_loss()}
-            self.state["checkpoint"] = self.out.save_checkpoint(self.model, self.state)
+            self.state["checkpoint"] = self.own_run.save_checkpoint(self.model, self.state)
         else:
             self.state = resumed
             try:
-                self.model.load_weights(self.main.folder / resumed["checkpoint"])
+                self.model.load_weights(self.chief_run.folder / resumed["checkpoint"])
             except Exception as e:  # noqa: BLE001 - passed the integrity check, yet does not fit this model
                 raise UserError(f"cannot load {resumed['checkpoint']} into the model ({str(e).splitlines()[0][:150]}); "
                                 "pass --overwrite to start over") from e
             if resumed["step"] == 0 and resumed["history"]:
                 self.publish_epoch(resumed["history"][-1], catching_up=True)
-        self.blowup = None  # what went wrong, once training is found diverged
+        self.divergence = None  # what went wrong, once training is found diverged
         self.mark("model")
 
     def close(self) -> None:
         """Release the run folder (and remove a worker's scratch folder)."""
-        self.out.unlock()
+        self.own_run.unlock()
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def run(self) -> Run:
         cfg, state = self.cfg, self.state
-        self.bar = EpochBar(self.steps, cfg.num_epochs)
-        self.nonfinite = NonFiniteStop(cfg.max_bad_steps)
-        self.budget = TimeBudget(cfg.max_minutes, self.started)
-        self.within = [self.bar, StepCheckpoint(cfg.save_every_steps, self.steps, self.checkpoint), self.nonfinite, self.budget]
+        def steps_done(epoch):  # of `epoch`, before its fit call: those of an interrupted epoch, else none
+            return self.state["step"] if epoch == self.state["epoch"] else 0
+
+        self.position = EpochAware(steps_done)
+        self.nonfinite = NonFiniteStop(steps_done, cfg.max_bad_steps)
+        self.budget = TimeBudget(steps_done, cfg.max_minutes, self.started)
+        self.step_callbacks = [self.position, EpochBar(steps_done, self.steps, cfg.num_epochs),
+                               StepCheckpoint(steps_done, cfg.save_every_steps, self.steps, self.checkpoint), self.nonfinite,
+                               self.budget]
         self.val_ds = eval_batches(self.faces, self.val_idx, cfg.batch_size)
         epoch, step = state["epoch"], state["step"]
         if step and epoch < cfg.num_epochs:
@@ -139,10 +144,10 @@ class Trainer:
         if self.scratch is None:
             self.fit_mixture()
             self.mark("mixture fit")
-        where = f"models in {self.out.folder}" if self.scratch is None else f"the chief wrote the models to {self.cfg.out}"
+        where = f"models in {self.own_run.folder}" if self.scratch is None else f"the chief wrote the models to {self.cfg.out}"
         say(f"done: {state['finished']}; best validation loss {state['best_val_loss']:.2f}; {where}")
-        say("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.spent.items()))
-        return self.out
+        say("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds_by_phase.items()))
+        return self.own_run
 
     def fit(self, epoch: int, first_step: int, epochs: int) -> None:
         """`epochs` epochs from `epoch` (its first `first_step` steps done) in one fit call, so one data iterator: on CPUs
@@ -153,13 +158,11 @@ class Trainer:
         hooks = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: self.begin_epoch(e),
                                                on_epoch_end=lambda e, logs: self.end_epoch(e, logs))
         self.model.fit(ds, initial_epoch=epoch, epochs=epoch + epochs, steps_per_epoch=self.steps - first_step,
-                       verbose=0, shuffle=False, callbacks=[hooks, *self.within])
+                       verbose=0, shuffle=False, callbacks=[hooks, *self.step_callbacks])
 
     def begin_epoch(self, epoch: int) -> None:
-        for cb in self.within:
-            cb.start_epoch(epoch, self.state["step"])
         self.epoch_started = time.perf_counter()
-        self.mark("grids, history, plots" if self.spent.get("training steps") else "model")
+        self.mark("grids, history, plots" if self.seconds_by_phase.get("training steps") else "model")
 
     def end_epoch(self, epoch: int, logs: dict) -> None:
         """Validate, checkpoint and publish a finished (or stopped) epoch; stop training when the run is finished."""
@@ -168,29 +171,29 @@ class Trainer:
         self.mark("training steps")
         if self.nonfinite.tripped_at is not None:
             at_epoch, at_step = self.nonfinite.tripped_at
-            self.blowup = (f"training stopped at epoch {at_epoch + 1}, step {at_step}: {cfg.max_bad_steps} consecutive "
+            self.divergence = (f"training stopped at epoch {at_epoch + 1}, step {at_step}: {cfg.max_bad_steps} consecutive "
                            "steps had a NaN or Inf loss or gradient (each was skipped)")
-        if self.blowup:
+        if self.divergence:
             raise UserError(self.diverged())
         val_logs = self.model.evaluate(self.val_ds, return_dict=True, verbose=0)
         if not self.healthy(val_logs["recon"] + cfg.beta * val_logs["kl"]):
-            self.blowup = f"training stopped after epoch {epoch + 1}: the validation loss is {val_logs['loss']:.4g}"
+            self.divergence = f"training stopped after epoch {epoch + 1}: the validation loss is {val_logs['loss']:.4g}"
             raise UserError(self.diverged())
         row = {
             "epoch": epoch + 1,
-            "steps": self.bar.last_step,
-            **{k: float(v) for k, v in logs.items() if k != "consecutive_skips"},
+            "steps": self.position.last_step,
+            **{k: float(v) for k, v in logs.items() if not k.endswith("consecutive_skips")},
             **{f"val_{k}": float(v) for k, v in val_logs.items()},
             "learning_rate": current_learning_rate(self.model.optimizer),
             "seconds": round(seconds, 2),
-            "images_per_second": round((self.bar.last_step - state["step"]) * cfg.batch_size / seconds, 1),
+            "images_per_second": round((self.position.last_step - state["step"]) * cfg.batch_size / seconds, 1),
         }
         state["history"].append(row)
         if state["best_val_loss"] is None or row["val_loss"] < state["best_val_loss"]:
             state["best_val_loss"] = row["val_loss"]
-        state.update(epoch=epoch + 1, step=0, finished=finish_reason(cfg, state["history"], epoch, self.budget.spent))
+        state.update(epoch=epoch + 1, step=0, finished=finish_reason(cfg, state["history"], epoch, self.budget.exhausted))
         self.mark("validation")
-        state["checkpoint"] = self.out.save_checkpoint(self.model, state)
+        state["checkpoint"] = self.own_run.save_checkpoint(self.model, state)
         self.mark("checkpoints")
         self.publish_epoch(row)
         self.mark("grids, history, plots")
@@ -201,7 +204,7 @@ class Trainer:
     def publish_epoch(self, row: dict, catching_up: bool = False) -> None:
         """What a finished epoch leaves beside its checkpoint: model_last and (if best) model_best, the grids, TensorBoard,
         history and loss curve. Idempotent, so a resumed run redoes what a kill cut short."""
-        state, out = self.state, self.out
+        state, out = self.state, self.own_run
         checkpoint = out.folder / state["checkpoint"]
         if checkpoint.suffix == ".keras":  # an earlier version's .weights.h5 checkpoint came with its models written
             out.link_model(checkpoint, out.last_model)
@@ -224,13 +227,13 @@ class Trainer:
 
     def fit_mixture(self) -> None:
         """The latent mixture of sample.py --prior gmm, fitted now while the training faces are decoded."""
-        best = self.main.best_model
+        best = self.chief_run.best_model
         say(f"fitting the latent mixture of sample.py --prior gmm on {min(FIT_IMAGES, len(self.train_idx))} training images")
-        # The model in memory when it is the best; but not across workers, whose predict() would wait for the others.
-        in_memory = self.state["history"][-1]["val_loss"] == self.state["best_val_loss"] and not spans_workers(self.strategy)
-        model = self.model if in_memory else load_vae(best)
+        # Readers load the model in float32 whatever precision it trained in: fit the latents they will see.
+        keras.config.set_dtype_policy("float32")
+        model = load_vae(best)
         try:
-            fit_mixture(model, self.faces, self.train_idx, progress=False).save(self.main.mixture_file_of(best))
+            fit_mixture(model, self.faces, self.train_idx, progress=False).save(self.chief_run.mixture_file_of(best))
         except MixtureUnavailable as e:
             say(f"note: {e}; sample.py will draw from N(0, I)")
 
@@ -245,22 +248,22 @@ class Trainer:
         """A mid-epoch checkpoint, only of weights that pass the health check; otherwise stop as diverged."""
         loss = self.probe_loss()
         if not self.healthy(loss):
-            self.blowup = (f"training stopped at epoch {epoch + 1}, step {step}: "
+            self.divergence = (f"training stopped at epoch {epoch + 1}, step {step}: "
                            f"the loss of {len(self.probe)} validation faces is {loss:.4g}")
             self.model.stop_training = True
             return
-        self.out.save_checkpoint(self.model, {**self.state, "epoch": epoch, "step": step})
+        self.own_run.save_checkpoint(self.model, {**self.state, "epoch": epoch, "step": step})
 
     def diverged(self) -> str:
         """The message for a run that blew up; the last checkpoint (healthy by construction) stays as it is."""
-        saved = self.out.read_state()
+        saved = self.own_run.read_state()
         lr = self.cfg.learning_rate
-        if not self.out.last_model.exists():
-            self.out.link_model(self.out.folder / saved["checkpoint"], self.out.last_model)
+        if not self.own_run.last_model.exists():
+            self.own_run.link_model(self.own_run.folder / saved["checkpoint"], self.own_run.last_model)
         return (
-            f"{self.blowup}; the learning rate {lr:g} is likely too high. The last good checkpoint "
+            f"{self.divergence}; the learning rate {lr:g} is likely too high. The last good checkpoint "
             f"({saved['checkpoint']}: epoch {saved['epoch'] + 1}, step {saved['step']}) is intact and "
-            f"{self.out.last_model} loads: rerun with --learning_rate {1e-3 if lr > 1e-3 else lr / 10:g} to resume from it"
+            f"{self.own_run.last_model} loads: rerun with --learning_rate {1e-3 if lr > 1e-3 else lr / 10:g} to resume from it"
         )
 
 
@@ -272,7 +275,7 @@ def load_training_faces(cfg: Config, out: Run) -> FaceSet:
         source = materialize(SYNTHETIC_DIR, cfg.synthetic_num, cfg.image_size, seed=0)
     else:
         source = Path(cfg.data)
-    faces = load_faces(source, cfg.image_size)
+    faces = load_faces(source, cfg.image_size, exclude=[out.folder])  # an --out inside --data holds outputs, not faces
     if faces.skipped:
         write_text_atomic(out.skipped_file, "".join(f"{n}\t{w}\n" for n, w in faces.skipped))
         summary = skipped_summary(faces.skipped, len(faces) + len(faces.skipped))

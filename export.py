@@ -1,0 +1,31 @@
+"""Share a trained model: a TensorFlow SavedModel, ONNX files, or a static web page that draws faces in the browser."""
+from vae.cli import make_parser, run
+
+FORMATS = {
+    "saved_model": "a TensorFlow SavedModel with the signatures decode (serving_default) and encode, for TF Serving and "
+                   "the LiteRT converter",
+    "onnx": "encoder.onnx and decoder.onnx, each checked with onnxruntime against the Keras model",
+    "web": "a static folder (index.html, the decoder in ONNX, onnxruntime-web) that draws faces in the visitor's browser; "
+           "serve it with any static file server, e.g. python -m http.server",
+}
+
+
+def main(argv):
+    parser = make_parser(__doc__)
+    parser.add_argument("--model", required=True, help="run folder (its best model) or a .keras file")
+    parser.add_argument("--format", required=True, choices=list(FORMATS),
+                        help="; ".join(f"{name}: {what}" for name, what in FORMATS.items()))
+    parser.add_argument("--out", required=True, help="folder to write; it must not exist or be empty, unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it holds anything (only once the export is complete)")
+    args = parser.parse_args(argv)
+
+    from vae.export import export
+
+    size = export(args.model, args.format, args.out, args.overwrite)
+    hint = f"; serve it with: python -m http.server -d {args.out}" if args.format == "web" else ""
+    print(f"wrote {args.format} of {args.model} to {args.out}/ ({size / 1e6:.1f} MB){hint}")
+
+
+if __name__ == "__main__":
+    run(main)

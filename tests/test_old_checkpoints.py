@@ -1,0 +1,70 @@
+"""Run folders of earlier versions, whose checkpoints were .weights.h5 files beside models written separately, still
+resume and finish; a damaged one falls back to the one before, as a damaged .keras checkpoint does."""
+import json
+
+import keras
+import pytest
+
+from vae.training import trainer
+from vae.training.trainer import train
+
+from conftest import blob_images, epochs_in_history, tiny_config, write_pngs
+
+
+def as_weights_h5_run(out, epoch):
+    """Turn the run in `out` (stopped after `epoch` epochs) into what an earlier version left: the checkpoint as a
+    .weights.h5 file with its side file, and model_last/model_best written as models of their own."""
+    state = json.loads((out / "state.json").read_text())
+    model = keras.saving.load_model(out / state["checkpoint"])  # with its optimizer, as training saved it
+    for old in (out / "checkpoints").glob("ckpt-*"):
+        old.unlink()
+    name = f"checkpoints/ckpt-e{epoch:04d}-s000000.weights.h5"
+    model.save_weights(out / name)
+    state["checkpoint"] = name
+    (out / "state.json").write_text(json.dumps(state))
+    (out / name).with_suffix("").with_suffix(".json").write_text(json.dumps(state))
+    return state
+
+
+@pytest.fixture
+def stopped_after_one_epoch(tmp_path):
+    out = tmp_path / "run"
+    images = write_pngs(tmp_path / "images", blob_images(40, 32))
+
+    def stop(self, epoch, logs):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt  # after epoch 1 was checkpointed and published, as Ctrl-C there would
+
+    original = trainer.Trainer.end_epoch
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer.Trainer, "end_epoch", stop)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(images, out))
+    return images, out
+
+
+def test_a_weights_h5_checkpoint_resumes_and_finishes(stopped_after_one_epoch, capsys):
+    images, out = stopped_after_one_epoch
+    as_weights_h5_run(out, 1)
+    capsys.readouterr()
+    train(tiny_config(images, out))
+    said = capsys.readouterr().out
+    assert "resuming from epoch 2, step 0" in said
+    assert epochs_in_history(out) == [1, 2]
+    assert json.loads((out / "state.json").read_text())["finished"] == "trained 2 epochs"
+    assert (out / "model_last.keras").exists()
+
+
+def test_a_damaged_weights_h5_checkpoint_falls_back_to_the_one_before(stopped_after_one_epoch, capsys):
+    images, out = stopped_after_one_epoch
+    state = as_weights_h5_run(out, 1)
+    newest = out / "checkpoints/ckpt-e0002-s000003.weights.h5"
+    newest.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)  # the HDF5 signature, then nothing that reads
+    newer = {**state, "epoch": 1, "step": 3, "checkpoint": f"checkpoints/{newest.name}"}
+    (out / "state.json").write_text(json.dumps(newer))
+    capsys.readouterr()
+    train(tiny_config(images, out))
+    said = capsys.readouterr().out
+    assert f"checkpoint {newest.name} is damaged" in said and "ckpt-e0001-s000000.weights.h5" in said
+    assert "resuming from epoch 2, step 0" in said
+    assert epochs_in_history(out) == [1, 2]
