@@ -36,6 +36,23 @@ def write_pngs(folder: Path, images: np.ndarray, prefix: str = "img") -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium driven by Playwright (never a downloaded browser); skipped where either is missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install -r requirements-app.txt)")
+    from benchmarks.explorer import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} does not exist (apt-get install chromium)")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
 @pytest.fixture(autouse=True)
 def float32_policy_after_each_test():
     """Training sets Keras' global dtype policy (mixed_bfloat16 under --precision auto on a CPU with native bfloat16);

@@ -12,13 +12,12 @@ import sys
 import threading
 import zlib
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.explorer import CHROMIUM, CHROMIUM_ARGS, MOVE, slider_latencies
+from benchmarks.explorer import MOVE, slider_latencies
 
 from conftest import MAIN, ROOT, blob_images
 
@@ -290,20 +289,6 @@ def test_the_serve_command_prints_its_address_and_stops_on_ctrl_c(trained):
 
 
 # ---- the page in a real browser ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed (pip install -r requirements-app.txt)")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} does not exist (apt-get install chromium)")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -255,22 +255,6 @@ def test_missing_tools_are_named_with_what_to_install(vivid, tmp_path, capsys, m
 
 
 @pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed (pip install -r requirements-app.txt)")
-    from benchmarks.explorer import CHROMIUM, CHROMIUM_ARGS
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} does not exist (apt-get install chromium)")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture(scope="module")
 def runtime_cached():
     from vae.errors import UserError
     from vae.export.runtime import runtime_files

@@ -18,6 +18,7 @@ import pytest
 
 from vae.cli import run
 from vae.data import dataset, decode
+from vae.errors import UserError
 from vae.files import write_text_atomic
 
 from conftest import MAIN, ROOT, TINY, blob_images, cli, write_pngs
@@ -315,3 +316,22 @@ def test_sample_refuses_to_replace_its_out_without_overwrite(trained, tmp_path, 
     assert grid.read_bytes() == first
     cli(capsys, "sample", "--model", trained[1], "--num", "9", "--out", grid, "--overwrite")
     assert grid.read_bytes() != first
+
+
+OUTSIDE = ["/etc/passwd", "../../../../etc/passwd", "checkpoints/../../other/ckpt-e0001-s000000.keras",
+           "../other/checkpoints/ckpt-e0001-s000000.keras"]
+
+
+@pytest.mark.parametrize("checkpoint", OUTSIDE)
+def test_a_state_json_naming_a_file_outside_the_run_is_refused_before_anything_is_opened(trained, tmp_path, checkpoint):
+    from vae.run import Run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "state.json"):
+        (run / name).write_bytes((trained[1] / name).read_bytes())
+    state = json.loads((run / "state.json").read_text())
+    (run / "state.json").write_text(json.dumps({**state, "checkpoint": checkpoint, "finished": None}))
+    with pytest.raises(UserError, match="is not a checkpoint of this run folder") as refused:
+        Run(run).read_state()
+    assert "\n" not in str(refused.value)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import vae
 from vae.config import HelpFormatter
-from vae.errors import UserError
+from vae.errors import Stopped, UserError
 
 
 class Parser(argparse.ArgumentParser):
@@ -117,6 +117,9 @@ def run(main, argv: list[str] | None = None) -> None:
         if debug:
             raise
         _fail(str(e), 2)
+    except Stopped as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

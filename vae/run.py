@@ -7,6 +7,7 @@ damaged one falls back to the one before, and nothing replaced without --overwri
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import zipfile
@@ -17,6 +18,7 @@ from vae.config import Config
 from vae.errors import UserError
 from vae.files import FolderLock, atomic_path, link_atomic, remove_dead_partials, write_csv, write_text_atomic
 
+CHECKPOINT_NAME = re.compile(r"checkpoints/ckpt-e\d{4}-s\d{6}\.(keras|weights\.h5)")  # what save_checkpoint writes
 KEEP_CHECKPOINTS = 2  # the newest and the one before, to fall back on when the newest cannot be read
 # What state.json must hold, and of which types; anything else means it was damaged.
 STATE_FIELDS = {"epoch": (int,), "step": (int,), "checkpoint": (str,), "history": (list,),
@@ -328,4 +330,8 @@ def check_state(state, source: Path) -> dict:
                             "pass --overwrite to start over")
     if state["epoch"] < 0 or state["step"] < 0 or not all(isinstance(r, dict) for r in state["history"]):
         raise UserError(f"{source} is damaged: epoch, step or history out of range; pass --overwrite to start over")
+    # Only a name this package writes, so no file outside the run folder is ever opened or linked because state.json said so.
+    if not CHECKPOINT_NAME.fullmatch(state["checkpoint"]):
+        raise UserError(f"{source} is damaged: checkpoint {json.dumps(state['checkpoint'])[:60]} is not a checkpoint of this "
+                        "run folder (checkpoints/ckpt-eNNNN-sNNNNNN.keras); pass --overwrite to start over")
     return state

@@ -1,6 +1,8 @@
 """Keras callbacks that act within an epoch: progress bar, step checkpoints, non-finite stop, time budget."""
 from __future__ import annotations
 
+import signal
+import threading
 import time
 
 import keras
@@ -86,6 +88,41 @@ class NonFiniteStop(EpochAware):
         if max((int(v) for k, v in logs.items() if k.endswith("consecutive_skips")), default=0) >= self.patience:
             self.tripped_at = (self.epoch, step)
             self.model.stop_training = True
+
+
+class StopOnSignal(EpochAware):
+    """Turns SIGTERM (what docker stop, Kubernetes and Slurm send before SIGKILL) and SIGINT into a clean stop: the step in
+    progress finishes, then save(epoch, step) checkpoints and training stops. A second signal interrupts at once."""
+
+    def __init__(self, steps_done, steps_per_epoch: int, save):
+        super().__init__(steps_done)
+        self.steps_per_epoch, self.save = steps_per_epoch, save
+        self.received = None  # the signal's name, once one came
+        self.number = 0
+        self.previous = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python delivers signals to the main thread only
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self.previous[number] = signal.signal(number, self._handle)
+
+    def uninstall(self) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous = {}
+
+    def _handle(self, number, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received, self.number = signal.Signals(number).name, number
+        if self.model is not None:
+            self.model.stop_training = True
+
+    def after_step(self, step, logs):
+        if self.received is not None and step < self.steps_per_epoch:  # an epoch's end is checkpointed anyway
+            self.model.stop_training = True
+            self.save(self.epoch, step)
 
 
 class TimeBudget(EpochAware):

@@ -15,14 +15,14 @@ import tensorflow as tf
 from vae.config import Config
 from vae.data.dataset import FaceSet, eval_batches, load_faces, train_batches
 from vae.data.decode import skipped_summary
-from vae.errors import UserError
+from vae.errors import Stopped, UserError
 from vae.files import write_text_atomic
 from vae.model.optimizer import current_learning_rate, make_optimizer
 from vae.model.prior import FIT_IMAGES, MixtureUnavailable, fit_mixture
 from vae.model.vae import VAE, load_vae
 from vae.pictures import save_png
 from vae.run import Run
-from vae.training.callbacks import EpochAware, EpochBar, NonFiniteStop, StepCheckpoint, TimeBudget
+from vae.training.callbacks import EpochAware, EpochBar, NonFiniteStop, StepCheckpoint, StopOnSignal, TimeBudget
 from vae.training.device import barrier, describe_device, is_chief, make_strategy, prefetch_device, resolve_jit, use_precision
 from vae.training.reporting import TensorBoardLog, epoch_grids, epoch_line, plot_history, say
 
@@ -118,6 +118,8 @@ class Trainer:
 
     def close(self) -> None:
         """Release the run folder (and remove a worker's scratch folder)."""
+        if hasattr(self, "signals"):
+            self.signals.uninstall()
         self.own_run.unlock()
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
@@ -130,9 +132,11 @@ class Trainer:
         self.position = EpochAware(steps_done)
         self.nonfinite = NonFiniteStop(steps_done, cfg.max_bad_steps)
         self.budget = TimeBudget(steps_done, cfg.max_minutes, self.started)
+        self.signals = StopOnSignal(steps_done, self.steps, self.checkpoint)
+        self.signals.install()
         self.step_callbacks = [self.position, EpochBar(steps_done, self.steps, cfg.num_epochs),
                                StepCheckpoint(steps_done, cfg.save_every_steps, self.steps, self.checkpoint), self.nonfinite,
-                               self.budget]
+                               self.budget, self.signals]
         self.val_ds = eval_batches(self.faces, self.val_idx, cfg.batch_size)
         epoch, step = state["epoch"], state["step"]
         if step and epoch < cfg.num_epochs:
@@ -175,6 +179,9 @@ class Trainer:
                            "steps had a NaN or Inf loss or gradient (each was skipped)")
         if self.divergence:
             raise UserError(self.diverged())
+        if self.signals.received and self.position.last_step < self.steps:  # checkpointed at that step
+            raise Stopped(f"stopped by {self.signals.received} at epoch {epoch + 1}, step {self.position.last_step}; "
+                          "rerun to resume", self.signals.number)
         val_logs = self.model.evaluate(self.val_ds, return_dict=True, verbose=0)
         if not self.healthy(val_logs["recon"] + cfg.beta * val_logs["kl"]):
             self.divergence = f"training stopped after epoch {epoch + 1}: the validation loss is {val_logs['loss']:.4g}"
@@ -200,6 +207,8 @@ class Trainer:
         say(epoch_line(row, cfg.num_epochs))
         if state["finished"]:
             self.model.stop_training = True
+        elif self.signals.received:
+            raise Stopped(f"stopped by {self.signals.received} after epoch {epoch + 1}; rerun to resume", self.signals.number)
 
     def publish_epoch(self, row: dict, catching_up: bool = False) -> None:
         """What a finished epoch leaves beside its checkpoint: model_last and (if best) model_best, the grids, TensorBoard,

@@ -1,0 +1,73 @@
+"""SIGTERM and SIGINT during training: the step in progress finishes, a checkpoint is written, one line says where, the
+process exits promptly, and the rerun resumes from that step with each epoch in the history exactly once."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, TINY, blob_images, epochs_in_history, run_script, write_pngs
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_checkpoints_that_step_and_the_rerun_resumes_it(tmp_path):
+    sig = signal.SIGTERM  # SIGINT takes the same path (StopOnSignal handles both)
+    images = write_pngs(tmp_path / "images", blob_images(1200, 32))
+    out = tmp_path / "run"
+    args = ["train.py", "--data", images, "--out", out, "--num_epochs", "50", "--val_split", "0.1", "--save_every_steps", "0",
+            *TINY]
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "loss_curve.png").exists():  # epoch 1 published: epoch 2 is under way
+        time.sleep(0.05)
+    time.sleep(0.5)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    seconds = time.monotonic() - sent
+    assert proc.returncode == 128 + sig, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"stopped by {sig.name} at epoch ") and line.endswith("; rerun to resume"), err
+    assert seconds < 10, seconds  # well inside Kubernetes' 30 s grace period
+    state = json.loads((out / "state.json").read_text())
+    epoch, step = int(line.split("at epoch ")[1].split(",")[0]), int(line.split("step ")[1].split(";")[0])
+    assert (state["epoch"] + 1, state["step"]) == (epoch, step) and 0 < step < 135
+    assert epochs_in_history(out) == list(range(1, epoch))
+
+    # The same command resumes (a short --max_minutes, which may change on resume, ends it soon after).
+    rerun = run_script(*args, "--max_minutes", "0.2")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming from epoch {epoch}, step {step}" in rerun.stdout
+    history = epochs_in_history(out)
+    assert history == list(range(1, len(history) + 1)) and len(history) >= epoch  # each epoch once, none lost
+
+
+def test_the_handlers_are_those_of_sigterm_and_sigint_and_are_put_back():
+    from vae.training.callbacks import StopOnSignal
+
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopOnSignal(lambda epoch: 0, 10, lambda epoch, step: None)
+    stop.install()
+    assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGINT) == stop._handle
+    stop.uninstall()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_the_first_sigint_asks_for_a_clean_stop_and_a_second_interrupts_at_once():
+    from vae.training.callbacks import StopOnSignal
+
+    stop = StopOnSignal(lambda epoch: 0, 10, lambda epoch, step: None)
+    stop.install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert (stop.received, stop.number) == ("SIGINT", signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    finally:
+        stop.uninstall()
