@@ -1,5 +1,6 @@
-"""Run folders of earlier versions, whose checkpoints were .weights.h5 files beside models written separately, still
-resume and finish; a damaged one falls back to the one before, as a damaged .keras checkpoint does."""
+"""Checkpoints that are not today's: those of earlier versions (.weights.h5 files beside models written separately) still
+resume and finish, and a damaged one falls back to the one before, as a damaged .keras checkpoint does; so does a
+checkpoint whose bytes are intact but do not load into the model."""
 import json
 
 import keras
@@ -67,4 +68,20 @@ def test_a_damaged_weights_h5_checkpoint_falls_back_to_the_one_before(stopped_af
     said = capsys.readouterr().out
     assert f"checkpoint {newest.name} is damaged" in said and "ckpt-e0001-s000000.weights.h5" in said
     assert "resuming from epoch 2, step 0" in said
+    assert epochs_in_history(out) == [1, 2]
+
+
+def test_an_intact_checkpoint_that_does_not_load_falls_back_to_the_one_before(stopped_after_one_epoch, tmp_path, capsys):
+    from vae.model.vae import VAE
+
+    images, out = stopped_after_one_epoch
+    newest = out / json.loads((out / "state.json").read_text())["checkpoint"]
+    other = VAE(image_size=32, latent_dim=3, width=8, seed=0)  # passes every checksum, fits no weight of this run
+    other.save(tmp_path / "other.keras")
+    newest.write_bytes((tmp_path / "other.keras").read_bytes())
+    capsys.readouterr()
+    train(tiny_config(images, out))
+    said = capsys.readouterr().out
+    assert f"warning: checkpoint {newest.name} does not load into the model" in said
+    assert "resuming from the one before it, ckpt-e0000-s000000.keras" in said and "resuming from epoch 1, step 0" in said
     assert epochs_in_history(out) == [1, 2]

@@ -279,6 +279,11 @@ class Run:
                 f"resuming from the one before it, {Path(following['checkpoint']).name}")
         raise AssertionError("unreachable")
 
+    def state_before(self, checkpoint: str) -> dict | None:
+        """The state of the newest intact-looking checkpoint older than `checkpoint`, or None."""
+        older = self._older_states(checkpoint)
+        return older[0] if older else None
+
     def _older_states(self, newest: str) -> list[dict]:
         """States of the intact-looking checkpoints older than `newest`, newest first, from their side files."""
         states = []

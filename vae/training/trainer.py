@@ -105,16 +105,27 @@ class Trainer:
                           "untrained_probe_loss": self.probe_loss()}
             self.state["checkpoint"] = self.own_run.save_checkpoint(self.model, self.state)
         else:
-            self.state = resumed
-            try:
-                self.model.load_weights(self.chief_run.folder / resumed["checkpoint"])
-            except Exception as e:  # noqa: BLE001 - passed the integrity check, yet does not fit this model
-                raise UserError(f"cannot load {resumed['checkpoint']} into the model ({str(e).splitlines()[0][:150]}); "
-                                "pass --overwrite to start over") from e
+            self.state = resumed = self.load_checkpoint(resumed)
             if resumed["step"] == 0 and resumed["history"]:
                 self.publish_epoch(resumed["history"][-1], catching_up=True)
         self.divergence = None  # what went wrong, once training is found diverged
         self.mark("model")
+
+    def load_checkpoint(self, state: dict) -> dict:
+        """Load the checkpoint of `state` into the model; one that passes its checksum yet does not load falls back to the
+        one before, as a damaged one does. Returns the state of the checkpoint loaded."""
+        while True:
+            try:
+                self.model.load_weights(self.chief_run.folder / state["checkpoint"])
+                return state
+            except Exception as e:  # noqa: BLE001 - intact bytes that do not fit this model: Keras raises several types
+                reason = f"{Path(state['checkpoint']).name} does not load into the model ({str(e).splitlines()[0][:150]})"
+                older = self.chief_run.state_before(state["checkpoint"])
+                if older is None:
+                    raise UserError(f"no checkpoint loads: {reason}; pass --overwrite to start over") from e
+                say(f"warning: checkpoint {reason}; resuming from the one before it, {Path(older['checkpoint']).name}")
+                state = self.chief_run.resume_point(older, say)
+                say(f"resuming from epoch {state['epoch'] + 1}, step {state['step']}")
 
     def close(self) -> None:
         """Release the run folder (and remove a worker's scratch folder)."""
