@@ -1,5 +1,6 @@
 """Evaluate a trained VAE on a folder (default: its run's validation split): L1, PSNR, SSIM, bits/dim, KL, active units, SWD."""
 from vae.cli import add_model_flags, add_prior_flag, make_parser, positive_float, positive_int, run, seed_int
+from vae.priors import DEFAULT, PRIORS
 
 
 def main(argv):
@@ -9,7 +10,7 @@ def main(argv):
     parser.add_argument("--out", help="folder for report.json, report.md and its grids; default: evaluation/ in the run folder")
     parser.add_argument("--num_samples", type=positive_int, default=2048,
                         help="prior samples and real images compared by SWD (at most the folder's size)")
-    add_prior_flag(parser, "what the SWD samples are drawn from")
+    add_prior_flag(parser, "what the SWD samples are drawn from", PRIORS, DEFAULT)
     parser.add_argument("--temperature", type=positive_float, default=1.0,
                         help="scale of the prior's standard deviation for those samples, as in sample.py")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the prior samples, sampled z, image subset and SWD")

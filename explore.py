@@ -1,5 +1,6 @@
 """Explore a trained VAE's latent space: interpolate between faces, traverse dimensions, encode a folder, steer faces live."""
 from vae.cli import add_model_flags, add_prior_flag, check_suffix, make_parser, positive_float, positive_int, run, seed_int
+from vae.priors import DEFAULT, PRIORS
 
 
 def main(argv):
@@ -15,7 +16,7 @@ def main(argv):
     interpolate.add_argument("--steps", type=positive_int, default=10,
                              help="faces along each interpolation, ends included (2 to 100)")
     interpolate.add_argument("--seed", type=seed_int, default=0, help="seed of the prior points (with --random)")
-    add_prior_flag(interpolate, "what the --random points are drawn from")
+    add_prior_flag(interpolate, "what the --random points are drawn from", PRIORS, DEFAULT)
     interpolate.add_argument("--out", default="interpolation.png", help="strip PNG; the GIF goes beside it with .gif")
     traverse = commands.add_parser("traverse", **shown, help="a grid moving the most informative latent dimensions one at a time")
     traverse.add_argument("--data", help="folder whose mean KL ranks the dimensions; default: the run's validation split")
@@ -32,7 +33,7 @@ def main(argv):
     server = commands.add_parser("serve", **shown, help="a local web page to draw, steer and morph faces live")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens it (no password) to the network")
     server.add_argument("--port", type=positive_int, default=8000, help="port to listen on")
-    add_prior_flag(server, "what the page's random faces are drawn from")
+    add_prior_flag(server, "what the page's random faces are drawn from", PRIORS, DEFAULT)
     for command in (interpolate, traverse, encode, server):
         add_model_flags(command)
         command.add_argument("--debug", action="store_true", help="show the full Python traceback on errors")
@@ -49,6 +50,9 @@ def main(argv):
     from vae.run import Run
 
     run_ = Run.open(args.model)
+    outs = [("--out", out), *([("--out", out.with_suffix(".gif"))] if args.command == "interpolate" else [])]
+    inputs = [("--images", image) for image in getattr(args, "images", None) or []]
+    latent.check_outputs(run_, outs, inputs + [(flag, getattr(args, flag[2:], None)) for flag in ("--data", "--image")])
     model = run_.load_model(args.image_size, args.latent_dim)
     if args.command == "interpolate":
         latent.check_interpolation(args.random, args.steps)

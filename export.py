@@ -1,5 +1,9 @@
 """Share a trained model: a TensorFlow SavedModel, ONNX files, or a static web page that draws faces in the browser."""
+from pathlib import Path
+
 from vae.cli import make_parser, run
+from vae.errors import UserError
+from vae.files import is_run_folder, refuse_inside
 
 FORMATS = {
     "saved_model": "a TensorFlow SavedModel with the signatures decode (serving_default) and encode, for TF Serving and "
@@ -19,12 +23,23 @@ def main(argv):
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --out if it holds anything (only once the export is complete)")
     args = parser.parse_args(argv)
+    refuse_out_over_model(Path(args.model), Path(args.out))
 
     from vae.export import export
 
     size = export(args.model, args.format, args.out, args.overwrite)
     hint = f"; serve it with: python -m http.server -d {args.out}" if args.format == "web" else ""
     print(f"wrote {args.format} of {args.model} to {args.out}/ ({size / 1e6:.1f} MB){hint}")
+
+
+def refuse_out_over_model(model: Path, out: Path) -> None:
+    """UserError if --out would land inside the run folder of --model (train.py's) or, replaced, would take the model
+    with it."""
+    folder = model if model.is_dir() else model.parent
+    if is_run_folder(folder):
+        refuse_inside("--out", out, "the run folder of --model", folder)
+    if out.resolve() == model.resolve() or out.resolve() in model.resolve().parents:
+        raise UserError(f"--out {out} holds --model {model}: replacing --out would delete the model; choose another --out")
 
 
 if __name__ == "__main__":

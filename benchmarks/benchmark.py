@@ -40,8 +40,8 @@ from vae.data import dataset  # noqa: E402
 from vae.data.dataset import epoch_order  # noqa: E402
 from vae.model import decoder  # noqa: E402
 from vae.model.flops import TRAINING_FACTOR, layer_flops, model_flops, vae_training_flops  # noqa: E402
-from vae.model.prior import prior_latents  # noqa: E402
 from vae.model.vae import decode  # noqa: E402
+from vae.priors import StandardNormal, prior_latents  # noqa: E402
 from vae.training.device import describe_device, resolve_jit, resolve_precision  # noqa: E402
 from vae.training.trainer import build_model  # noqa: E402
 
@@ -238,7 +238,7 @@ def main(argv=None):
     if "sampling" in todo:
         model = build_model(Config(), 1)
         keras.config.set_dtype_policy("float32")
-        z = prior_latents(8192, model.latent_dim, seed=0)
+        z = prior_latents(StandardNormal(model.latent_dim), 8192, seed=0)
         decode(model, z[:1024])
         rate = best_rate(lambda: decode(model, z), len(z))
         achieved = rate * model_flops(model.decoder) / 1e9

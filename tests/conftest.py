@@ -1,4 +1,5 @@
 """Shared fixtures: tiny image folders, the real faces when present, and running the scripts."""
+import base64
 import csv
 import hashlib
 import json
@@ -34,6 +35,51 @@ def write_pngs(folder: Path, images: np.ndarray, prefix: str = "img") -> Path:
     for i, img in enumerate(images):
         Image.fromarray(img).save(folder / f"{prefix}_{i:04d}.png")
     return folder
+
+
+def vivid_keras(folder: Path) -> Path:
+    """folder/vivid.keras: a bare .keras file (so N(0, I) and the first axes as sliders) whose faces differ at a glance,
+    an untrained 32 px model with its last layer's weights scaled up. The 2-epoch fixture run decodes every latent to
+    all but the same grey, which a pixel-change check could not tell from a page that never redraws, and against which
+    a comparison of faces would prove little."""
+    import keras
+
+    from vae.model.vae import VAE
+
+    keras.utils.set_random_seed(0)
+    model = VAE(32, 8, 8)
+    rgb = model.decoder.get_layer("rgb")
+    rgb.kernel.assign(rgb.kernel * 40.0)
+    file = folder / "vivid.keras"
+    model.save(file)
+    return file
+
+
+def face_code(z) -> str:
+    """The pages' face code of a latent: base64url of its little-endian float32 bytes."""
+    return base64.urlsafe_b64encode(np.asarray(z, "<f4").tobytes()).decode().rstrip("=")
+
+
+def from_code(code: str) -> np.ndarray:
+    return np.frombuffer(base64.urlsafe_b64decode(code + "=" * (-len(code) % 4)), "<f4")
+
+
+def changed(before: np.ndarray, after: np.ndarray) -> float:
+    """Mean absolute difference of two uint8 pictures, in grey levels."""
+    return float(np.abs(before.astype(int) - after.astype(int)).mean())
+
+
+def ready_page(browser, url: str, viewport=(1320, 900)):
+    """A browser page at `url` once it is ready (body[data-ready=true]); its list of requests to anything but the
+    server at `url`, and of its script and console errors (failed loads and policy violations included)."""
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    outside, errors, origin = [], [], url.split("#")[0]
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((origin, "data:", "blob:")) else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+    return page, outside, errors
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +130,7 @@ def run_script(*args, cwd=ROOT, timeout=300, env=None):
 
 # Each script's main(argv), to run a command line in-process (vae.cli.run) where a fresh process proves nothing more.
 MAIN = {name: runpy.run_path(str(ROOT / f"{name}.py"), run_name=name)["main"]
-        for name in ("train", "sample", "reconstruct", "evaluate", "explore")}
+        for name in ("train", "sample", "reconstruct", "evaluate", "explore", "export")}
 
 TINY = ["--image_size", "32", "--width", "8", "--latent_dim", "8", "--batch_size", "8"]
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from benchmarks.explorer import MOVE, slider_latencies
 
-from conftest import MAIN, ROOT, blob_images
+from conftest import MAIN, ROOT, blob_images, changed, face_code, from_code, ready_page, vivid_keras
 
 LATENCY_TARGET_MS = 150  # slider move to new face, median (the issue's target for 64 px faces on a 2-core CPU)
 
@@ -33,15 +33,6 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def face_code(z) -> str:
-    """The page's face code: base64url of the latent's little-endian float32 bytes."""
-    return base64.urlsafe_b64encode(np.asarray(z, "<f4").tobytes()).decode().rstrip("=")
-
-
-def from_code(code: str) -> np.ndarray:
-    return np.frombuffer(base64.urlsafe_b64decode(code + "=" * (-len(code) % 4)), "<f4")
 
 
 @contextmanager
@@ -94,8 +85,9 @@ def test_info_offers_the_mixtures_principal_directions(client, service):
 
 def test_without_a_mixture_the_sliders_are_the_first_axes(model):
     from vae.app.server import LatentService
+    from vae.priors import StandardNormal
 
-    info = LatentService(model, None, "bare").info()
+    info = LatentService(model, StandardNormal(model.latent_dim), "bare").info()
     assert info["prior"] == "normal" and info["labels"] == [f"z{i}" for i in range(8)]
     assert info["directions"] == np.eye(8).tolist() and info["sigmas"] == [1.0] * 8
 
@@ -231,15 +223,24 @@ def test_no_route_serves_a_path_from_the_request(live, path):
 def test_the_page_and_its_files_are_served_with_a_strict_policy(live):
     status, page = raw_get(live, "/")
     assert status == 200 and b"<h1>Latent explorer</h1>" in page
-    for name in ("app.js", "app.css"):
+    for name in ("app.js", "app.css", "faces.js"):
         assert raw_get(live, f"/{name}")[0] == 200
     # Nothing on the page comes from elsewhere.
-    for name in ("index.html", "app.js", "app.css"):
+    for name in ("index.html", "app.js", "app.css", "faces.js", "faces.html"):
         text = (ROOT / "vae" / "app" / "static" / name).read_text()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text
     connection = http.client.HTTPConnection(live.split("/")[2], timeout=30)
     connection.request("GET", "/")
     assert "default-src 'self'" in connection.getresponse().getheader("Content-Security-Policy")
+
+
+def test_a_pages_parts_must_fill_each_slot_of_the_template_once(tmp_path):
+    from vae.app import pages
+
+    parts = tmp_path / "index.html"
+    parts.write_text('<template data-slot="title">A page</template>\n<template data-slot="footer">?</template>\n')
+    with pytest.raises(ValueError, match="must fill each slot of .*faces.html once: .*footer.*head"):
+        pages.render(parts)
 
 
 def test_serve_refuses_a_port_out_of_range_and_a_port_in_use(live, trained, capsys):
@@ -293,23 +294,15 @@ def test_the_serve_command_prints_its_address_and_stops_on_ctrl_c(trained):
 
 @pytest.fixture(scope="module")
 def vivid(tmp_path_factory):
-    """(address, service) of an explorer on a bare .keras file (so N(0, I) and the first axes as sliders) whose faces
-    differ at a glance: an untrained 32 px model with its last layer's weights scaled up. The 2-epoch fixture run
-    decodes every latent to all but the same grey, which a pixel-change check could not tell from a page that
-    never redraws."""
-    import keras
+    """(address, service) of an explorer on conftest's vivid .keras file, whose faces differ at a glance."""
     from werkzeug.serving import make_server
 
     from vae.app.server import LatentService, create_app
-    from vae.model.vae import VAE, load_vae
+    from vae.model.vae import load_vae
+    from vae.priors import StandardNormal
 
-    keras.utils.set_random_seed(0)
-    model = VAE(32, 8, 8)
-    rgb = model.decoder.get_layer("rgb")
-    rgb.kernel.assign(rgb.kernel * 40.0)
-    file = tmp_path_factory.mktemp("vivid") / "vivid.keras"
-    model.save(file)
-    service = LatentService(load_vae(file), None, str(file))
+    file = vivid_keras(tmp_path_factory.mktemp("vivid"))
+    service = LatentService(load_vae(file), StandardNormal(8), str(file))
     server = make_server("127.0.0.1", 0, create_app(service), threaded=True)
     with serving(server):
         yield f"http://127.0.0.1:{server.server_port}/", service
@@ -333,27 +326,10 @@ def shown(page, selector: str) -> np.ndarray:
     return np.stack([a.reshape(side, side, 4)[..., :3] for a in arrays])
 
 
-def changed(before: np.ndarray, after: np.ndarray) -> float:
-    return float(np.abs(before.astype(int) - after.astype(int)).mean())
-
-
-def open_page(browser, url: str):
-    """A page at `url`, ready; its list of requests that left this machine, and of script and console errors (failed
-    loads and policy violations included)."""
-    page = browser.new_page(viewport={"width": 1320, "height": 900})
-    outside, errors = [], []
-    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("http://127.0.0.1", "data:", "blob:")) else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(url)
-    page.wait_for_selector("body[data-ready=true]", timeout=60_000)
-    return page, outside, errors
-
-
 @pytest.mark.slow
 def test_the_page_draws_steers_morphs_and_uploads(browser, vivid, tmp_path):
     url, service = vivid
-    page, outside, errors = open_page(browser, url)
+    page, outside, errors = ready_page(browser, url)
     grid = shown(page, "#grid img")
     assert grid.shape == (16, 32, 32, 3)
     page.locator("#grid").screenshot(path=tmp_path / "grid.png")
@@ -378,7 +354,7 @@ def test_the_page_draws_steers_morphs_and_uploads(browser, vivid, tmp_path):
     code = page.evaluate("location.hash").removeprefix("#z=")
     assert page.input_value("#code") == code
     assert np.array_equal(steered, service.decode(from_code(code)[None])[0])
-    again, _, _ = open_page(browser, f"{url}#z={code}")
+    again, _, _ = ready_page(browser, f"{url}#z={code}")
     assert np.array_equal(shown(again, "#face")[0], steered)
     again.close()
     assert page.get_attribute("#download", "href") == page.get_attribute("#face", "src")
@@ -428,7 +404,7 @@ def test_the_page_draws_steers_morphs_and_uploads(browser, vivid, tmp_path):
 ])
 def test_a_malformed_face_code_in_the_address_shows_a_message(browser, vivid, code, message):
     url, _ = vivid
-    page, outside, errors = open_page(browser, f"{url}#z={code}")
+    page, outside, errors = ready_page(browser, f"{url}#z={code}")
     assert page.is_visible("#message")
     assert f"The face code in this link cannot be read: {message}" in page.text_content("#message")
     assert shown(page, "#face").shape == (1, 32, 32, 3)  # a random face instead

@@ -1,5 +1,6 @@
 """The scripts end to end on a tiny trained run: train.py in a fresh process, the others in-process through vae.cli.run."""
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -103,20 +104,29 @@ def test_reconstruct_refuses_to_write_into_its_input(trained, capsys, where):
 def test_sample_from_the_latent_mixture_fitted_at_the_end_of_training(trained, tmp_path, capsys):
     _, out = trained
     cache = out / "model_best.gmm.npz"
-    assert cache.exists() and cache.stat().st_mtime >= (out / "model_best.keras").stat().st_mtime
     fitted = cache.read_bytes()
+    with np.load(cache) as saved:  # tied to the bytes of the model it was fitted for
+        assert str(saved["model_checksum"]) == hashlib.sha256((out / "model_best.keras").read_bytes()).hexdigest()
     cli(capsys, "sample", "--model", out, "--prior", "gmm", "--num", "9", "--out", tmp_path / "a.png")
     assert cache.read_bytes() == fitted  # used, not refitted
     cli(capsys, "sample", "--model", out, "--prior", "normal", "--num", "9", "--out", tmp_path / "n.png")
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "n.png").read_bytes()
-    # Without the cache (an older run), the mixture is fitted again from the run's training images, identically.
+    # Without it (an older run), or with one fitted for other bytes, the mixture is fitted again in memory from the run's
+    # training images, identically, and nothing is written.
     copy = tmp_path / "copy"
     copy.mkdir()
     for name in ["config.json", "split.json", "model_best.keras"]:
         (copy / name).write_bytes((out / name).read_bytes())
-    cli(capsys, "sample", "--model", copy, "--prior", "gmm", "--num", "9", "--out", tmp_path / "b.png")
-    assert (copy / "model_best.gmm.npz").exists()
+    _, err = cli(capsys, "sample", "--model", copy, "--prior", "gmm", "--num", "9", "--out", tmp_path / "b.png")
+    assert "fitted in memory for this command (nothing is written)" in err
+    assert sorted(p.name for p in copy.iterdir()) == ["config.json", "model_best.keras", "split.json"]
     assert (tmp_path / "b.png").read_bytes() == (tmp_path / "a.png").read_bytes()
+    from vae.priors import GaussianMixture
+
+    stale = GaussianMixture(np.ones(1), np.full((1, 8), 5.0), np.eye(8)[None])
+    stale.save(copy / "model_best.gmm.npz", model_checksum="0" * 64)
+    _, err = cli(capsys, "sample", "--model", copy, "--prior", "gmm", "--num", "9", "--out", tmp_path / "s.png")
+    assert "belongs to another model" in err and (tmp_path / "s.png").read_bytes() == (tmp_path / "a.png").read_bytes()
     # A damaged config.json is named, not silently replaced by N(0, I).
     (copy / "model_best.gmm.npz").unlink()
     (copy / "config.json").write_text("{not json")

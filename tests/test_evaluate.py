@@ -107,12 +107,12 @@ def test_swd_tells_real_faces_from_an_untrained_model(real_faces):
     from vae.data.dataset import load_faces
     from vae.data.decode import find_images
     from vae.evaluation.quality import swd
-    from vae.model.prior import prior_latents
     from vae.model.vae import VAE, decode
+    from vae.priors import StandardNormal, prior_latents
 
     names = [p.relative_to(real_faces).as_posix() for p in find_images(real_faces)[:600]]
     faces = load_faces(real_faces, 32, progress=False, names=names).numpy(range(600))
-    samples = decode(VAE(image_size=32, latent_dim=8, width=8, seed=0), prior_latents(300, 8, seed=0))
+    samples = decode(VAE(image_size=32, latent_dim=8, width=8, seed=0), prior_latents(StandardNormal(8), 300, seed=0))
     real_vs_real, real_vs_samples = swd(faces[:300], faces[300:]), swd(faces[:300], samples)
     print(f"SWD x1e3 real/real {real_vs_real}, real/untrained samples {real_vs_samples}")
     for level in ("32", "16", "avg"):

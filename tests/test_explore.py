@@ -53,12 +53,14 @@ def test_interpolating_two_images(trained, model, tmp_path):
 
 def test_interpolating_random_prior_points(model, tmp_path):
     from vae.evaluation import latent
+    from vae.priors import StandardNormal
 
-    grid, frames = latent.interpolate_prior(model, pairs=3, steps=4, seed=0)
+    normal = StandardNormal(model.latent_dim)
+    grid, frames = latent.interpolate_prior(model, pairs=3, steps=4, seed=0, prior=normal)
     assert grid.shape == (3 * 34 + 2, 4 * 34 + 2, 3) and len(frames) == 4
     assert np.array_equal(tile(frames[2], 0, 1), tile(grid, 1, 2))  # frame k shows step k of every pair
-    again, _ = latent.interpolate_prior(model, pairs=3, steps=4, seed=0)
-    assert np.array_equal(grid, again) and not np.array_equal(grid, latent.interpolate_prior(model, 3, 4, seed=1)[0])
+    again, _ = latent.interpolate_prior(model, pairs=3, steps=4, seed=0, prior=normal)
+    assert np.array_equal(grid, again) and not np.array_equal(grid, latent.interpolate_prior(model, 3, 4, 1, normal)[0])
     save_gif(frames, tmp_path / "random.gif")
     assert Image.open(tmp_path / "random.gif").n_frames == 6
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, blob_images
+from conftest import ROOT, blob_images, changed, from_code, ready_page, vivid_keras
 
 EXPORT = runpy.run_path(str(ROOT / "export.py"), run_name="export")["main"]
 PAGE_MATCH, PAGE_SHARE = 2 / 255, 0.99  # the page's faces against Keras': within 2 grey levels on 99% of pixels
@@ -44,20 +44,8 @@ def exported(capsys, model, fmt, out):
 
 @pytest.fixture(scope="module")
 def vivid(tmp_path_factory):
-    """A bare .keras file (so N(0, I) and the first axes as sliders) whose faces differ at a glance: an untrained
-    32 px model with its last layer's weights scaled up, as tests/test_app.py makes it; the 2-epoch fixture run
-    draws all but the same grey, against which a comparison of faces would prove little."""
-    import keras
-
-    from vae.model.vae import VAE
-
-    keras.utils.set_random_seed(0)
-    model = VAE(32, 8, 8)
-    rgb = model.decoder.get_layer("rgb")
-    rgb.kernel.assign(rgb.kernel * 40.0)
-    file = tmp_path_factory.mktemp("vivid") / "vivid.keras"
-    model.save(file)
-    return file
+    """conftest's vivid .keras file, whose faces differ at a glance."""
+    return vivid_keras(tmp_path_factory.mktemp("vivid"))
 
 
 @pytest.fixture(scope="module")
@@ -279,13 +267,7 @@ def serve(folder: Path):
 
 def open_page(browser, url):
     """(page, requests to anything but this server, script and console errors), with the page's first face drawn."""
-    page = browser.new_page(viewport={"width": 1120, "height": 760})
-    outside, errors, origin = [], [], url.split("#")[0]
-    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((origin, "data:", "blob:")) else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(url)
-    page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+    page, outside, errors = ready_page(browser, url, (1120, 760))
     page.wait_for_function("() => document.getElementById('download').href.startsWith('data:image/png')")
     return page, outside, errors
 
@@ -308,14 +290,6 @@ def drawn(page, selector):
     arrays = [np.array(a, np.uint8) for a in page.evaluate(CANVAS_PIXELS, selector)]
     side = int(np.sqrt(len(arrays[0]) // 4))
     return np.stack([a.reshape(side, side, 4)[..., :3] for a in arrays])
-
-
-def from_code(code: str) -> np.ndarray:
-    return np.frombuffer(base64.urlsafe_b64decode(code + "=" * (-len(code) % 4)), "<f4")
-
-
-def changed(a, b) -> float:
-    return float(np.abs(a.astype(int) - b.astype(int)).mean())
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vae.model.prior import GaussianMixture
+from vae.priors import GaussianMixture, StandardNormal
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def two_clusters():
 
 
 def test_fit_recovers_a_known_mixture(two_clusters):
-    mixture = GaussianMixture.fit(two_clusters, components=2, seed=1)
+    mixture = GaussianMixture.from_latents(two_clusters, components=2, seed=1)
     order = np.argsort(mixture.weights)[::-1]
     np.testing.assert_allclose(mixture.weights[order], [0.75, 0.25], atol=0.01)
     np.testing.assert_allclose(mixture.means[order], [[3.0, 0.0], [-3.0, 2.0]], atol=0.08)
@@ -23,27 +23,28 @@ def test_fit_recovers_a_known_mixture(two_clusters):
 
 
 def test_samples_follow_the_mixture_and_are_seeded(two_clusters):
-    mixture = GaussianMixture.fit(two_clusters, components=2, seed=1)
-    draws = mixture.sample(20000, seed=3)
+    mixture = GaussianMixture.from_latents(two_clusters, components=2, seed=1)
+    draws = mixture.draw(20000, seed=3)
     np.testing.assert_allclose(draws.mean(0), two_clusters.mean(0), atol=0.05)
-    np.testing.assert_array_equal(draws, mixture.sample(20000, seed=3))
-    assert not np.array_equal(draws, mixture.sample(20000, seed=4))
-    cold = mixture.sample(20000, seed=3, temperature=0.1)
+    np.testing.assert_array_equal(draws, mixture.draw(20000, seed=3))
+    assert not np.array_equal(draws, mixture.draw(20000, seed=4))
+    cold = mixture.draw(20000, seed=3, temperature=0.1)
     assert np.abs(cold - np.round(cold)).mean() < np.abs(draws - np.round(draws)).mean()
     assert ((cold[:, 0] > 2.8) & (cold[:, 0] < 3.2)).sum() + ((cold[:, 0] > -3.2) & (cold[:, 0] < -2.8)).sum() > 19000
 
 
 def test_two_components_explain_two_clusters_better_than_one(two_clusters):
-    one = GaussianMixture.fit(two_clusters, components=1).log_likelihood(two_clusters).mean()
-    two = GaussianMixture.fit(two_clusters, components=2, seed=1).log_likelihood(two_clusters).mean()
+    one = GaussianMixture.from_latents(two_clusters, components=1).log_likelihood(two_clusters).mean()
+    two = GaussianMixture.from_latents(two_clusters, components=2, seed=1).log_likelihood(two_clusters).mean()
     assert two > one + 0.5
 
 
 def test_save_and_load(tmp_path, two_clusters):
-    mixture = GaussianMixture.fit(two_clusters, components=2, seed=1)
-    mixture.save(tmp_path / "g.npz")
-    loaded = GaussianMixture.load(tmp_path / "g.npz")
-    np.testing.assert_array_equal(loaded.sample(10, seed=0), mixture.sample(10, seed=0))
+    mixture = GaussianMixture.from_latents(two_clusters, components=2, seed=1)
+    mixture.save(tmp_path / "g.npz", model_checksum="abc")
+    loaded, checksum = GaussianMixture.load(tmp_path / "g.npz")
+    np.testing.assert_array_equal(loaded.draw(10, seed=0), mixture.draw(10, seed=0))
+    assert checksum == "abc"
 
 
 def test_sampling_many_latents_never_builds_a_matrix_per_draw():
@@ -54,7 +55,7 @@ def test_sampling_many_latents_never_builds_a_matrix_per_draw():
     factors = rng.normal(0, 0.1, (10, 128, 128))
     mixture = GaussianMixture(np.full(10, 0.1), rng.normal(0, 1, (10, 128)), factors @ factors.transpose(0, 2, 1) + np.eye(128))
     tracemalloc.start()
-    draws = mixture.sample(20000, seed=0)
+    draws = mixture.draw(20000, seed=0)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert draws.shape == (20000, 128) and np.isfinite(draws).all()
@@ -64,24 +65,24 @@ def test_sampling_many_latents_never_builds_a_matrix_per_draw():
 
 
 def test_too_few_training_images_for_the_mixture_is_said_not_fitted_as_nan():
-    from vae.model.prior import MixtureUnavailable, fit_mixture
+    from vae.priors import PriorUnavailable
 
     class FewFaces:
         def __len__(self):
             return 9
 
-    with pytest.raises(MixtureUnavailable, match="9 training images are too few to fit the latent mixture"):
-        fit_mixture(model=None, faces=FewFaces())
-    one = GaussianMixture.fit(np.ones((1, 4)), components=1)
-    assert one.is_finite() and one.sample(3, seed=0).shape == (3, 4)
+    with pytest.raises(PriorUnavailable, match="9 training images are too few to fit the latent mixture"):
+        GaussianMixture.fit(model=None, faces=FewFaces())
+    one = GaussianMixture.from_latents(np.ones((1, 4)), components=1)
+    assert one.is_finite() and one.draw(3, seed=0).shape == (3, 4)
 
 
 def test_prior_draws_do_not_depend_on_how_many_are_asked_for():
-    from vae.model.prior import CHUNK, prior_latents
+    from vae.priors import CHUNK, prior_latents
 
-    mixture = GaussianMixture.fit(np.random.default_rng(0).normal(0, 1, (200, 3)), components=2)
-    for density in (None, mixture):
-        many = prior_latents(CHUNK + 500, 3, seed=5, density=density)
-        assert np.array_equal(prior_latents(64, 3, seed=5, density=density), many[:64])
-        assert np.array_equal(prior_latents(CHUNK + 10, 3, seed=5, density=density), many[: CHUNK + 10])
-        assert not np.array_equal(prior_latents(64, 3, seed=6, density=density), many[:64])
+    mixture = GaussianMixture.from_latents(np.random.default_rng(0).normal(0, 1, (200, 3)), components=2)
+    for prior in (StandardNormal(3), mixture):
+        many = prior_latents(prior, CHUNK + 500, seed=5)
+        assert np.array_equal(prior_latents(prior, 64, seed=5), many[:64])
+        assert np.array_equal(prior_latents(prior, CHUNK + 10, seed=5), many[: CHUNK + 10])
+        assert not np.array_equal(prior_latents(prior, 64, seed=6), many[:64])

@@ -1,5 +1,7 @@
 """The run folder is its user's database: one trainer, nothing replaced silently, damaged files named, checkpoints that
 survive their own corruption, and no leftovers of the dead."""
+import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -24,7 +26,7 @@ def resume(cfg, overwrite=False) -> dict:
     run = trainer.Trainer(cfg)
     try:
         run.start(overwrite)
-        return run.state
+        return dataclasses.asdict(run.state)
     finally:
         run.close()
 
@@ -213,3 +215,109 @@ def test_a_run_saved_before_a_setting_existed_keeps_what_it_used(crashed_after_e
         train(tiny_config(images, out))
     assert Config.load(out / "config.json").bn_momentum == 0.99
     assert Config.load(out / "config.json").latent_dim == saved["latent_dim"]
+
+
+def files_of(folder) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): sha(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_removes_what_the_run_wrote_and_nothing_else(finished_run, images, tmp_path, capsys):
+    out = shutil.copytree(finished_run, tmp_path / "run")
+    mine = {"logs/app.log": b"my own log", "evaluation/results.csv": b"a,b\n1,2\n", "samples/favourite.png": b"x",
+            "notes.txt": b"mine"}
+    for name, data in mine.items():
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_bytes(data)
+    written = json.loads((out / "manifest.json").read_text())["written"]
+    assert {"config.json", "state.json", "model_best.keras", "model_best.gmm.npz", "samples/epoch_002.png",
+            "checkpoints/ckpt-e0002-s000000.keras", "history.csv", "split.json"} <= set(written)
+    assert any(n.startswith("logs/events.out.tfevents.") for n in written)
+    capsys.readouterr()
+    resume(tiny_config(images, out, latent_dim=16), overwrite=True)
+    assert "--overwrite kept 4 files train.py did not write: evaluation/results.csv, logs/app.log, notes.txt" in (
+        capsys.readouterr().err)
+    assert {name: (out / name).read_bytes() for name in mine} == mine
+    assert not (out / "model_best.keras").exists() and not (out / "samples" / "epoch_001.png").exists()
+    assert not (out / "reconstructions").exists()  # emptied, so removed; samples/ holds the user's file
+
+
+@pytest.mark.parametrize("contents", [["logs/app.log", "evaluation/results.csv"], ["config.json", "history.csv"]])
+def test_a_folder_train_py_did_not_write_survives_overwrite(images, tmp_path, contents):
+    out = tmp_path / "theirs"
+    for name in contents:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("{}" if name.endswith(".json") else "theirs")
+    before = files_of(out)
+    with pytest.raises(UserError, match=rf"--overwrite: {out} is not a run folder of train.py .* it holds "
+                                        rf"{contents[1] if contents[0] > contents[1] else contents[0]}"):
+        train(tiny_config(images, out), overwrite=True)
+    assert files_of(out) == before
+
+
+def test_overwrite_of_an_earlier_versions_run_removes_only_what_that_version_wrote(finished_run, images, tmp_path):
+    out = shutil.copytree(finished_run, tmp_path / "run")
+    (out / "manifest.json").unlink()  # runs of earlier versions kept none
+    (out / "logs" / "app.log").write_text("mine")
+    resume(tiny_config(images, out), overwrite=True)
+    assert (out / "logs" / "app.log").read_text() == "mine" and not (out / "history.csv").exists()
+    assert not list(out.glob("checkpoints/ckpt-e0002*")) and not list(out.glob("logs/events.out.tfevents.*"))[1:]
+
+
+def test_a_run_stopped_while_fitting_the_mixture_is_completed_by_the_rerun(images, tmp_path, capsys):
+    from vae.priors import GaussianMixture
+
+    out = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GaussianMixture, "fit", classmethod(lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)))
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(images, out))
+    state = json.loads((out / "state.json").read_text())
+    assert state["finished"] == "trained 2 epochs" and not state["complete"] and not (out / "model_best.gmm.npz").exists()
+    history = (out / "history.csv").read_bytes()
+    capsys.readouterr()
+    train(tiny_config(images, out))
+    assert "fitting the gmm prior of sample.py" in capsys.readouterr().out
+    assert (out / "model_best.gmm.npz").exists() and json.loads((out / "state.json").read_text())["complete"]
+    assert (out / "history.csv").read_bytes() == history  # no epoch trained again
+    with pytest.raises(UserError, match="holds a finished run .* pass a larger --num_epochs or --max_minutes"):
+        train(tiny_config(images, out))
+
+
+def test_a_larger_num_epochs_extends_a_finished_run_with_a_warm_restart(finished_run, images, tmp_path, capsys):
+    out = shutil.copytree(finished_run, tmp_path / "run")
+    first = list(csv.DictReader(open(out / "history.csv")))
+    old_prior = (out / "model_best.gmm.npz").read_bytes()
+    capsys.readouterr()
+    train(tiny_config(images, out, num_epochs=4))
+    said = capsys.readouterr().out
+    assert "extending the finished run (trained 2 epochs): the learning rate warms up and decays again" in said
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4] and rows[:2] == first
+    rates = [float(r["learning_rate"]) for r in rows]
+    # Cosine to 0 at the end of each cycle; the new one rises again (the tiny config's warm-up outlasts its steps).
+    assert rates[1] == pytest.approx(0.0, abs=1e-6) and rates[2] > 0.1 * rates[0] and rates[3] == pytest.approx(0.0, abs=1e-6)
+    assert (out / "samples" / "epoch_004.png").exists()
+    state = json.loads((out / "state.json").read_text())
+    assert state["finished"] == "trained 4 epochs" and state["complete"] and state["cycle_step"] > 0
+    # The mixture is model_best's: fitted again only if the added epochs gave a better model.
+    improved = state["best_val_loss"] < min(float(r["val_loss"]) for r in first)
+    assert ((out / "model_best.gmm.npz").read_bytes() != old_prior) == improved
+
+
+@pytest.mark.parametrize("change", ["added", "removed"])
+def test_a_changed_data_folder_is_refused_on_resume_with_the_differences(crashed_run, images, tmp_path, change):
+    data = shutil.copytree(images, tmp_path / "images")
+    out = shutil.copytree(crashed_run, tmp_path / "run", symlinks=True)
+    dataclasses.replace(Config.load(out / "config.json"), data=str(data), out=str(out)).save(out / "config.json")
+    state = json.loads((out / "state.json").read_text())
+    if change == "added":
+        write_pngs(data / "new", blob_images(2, 32, seed=9))
+        expected = r"2 files added \(new/"
+    else:
+        (data / sorted(p.name for p in data.iterdir())[0]).unlink()
+        expected = r"1 files removed \("
+    before = files_of(out)
+    with pytest.raises(UserError, match=rf"the data folder {data} changed since the run trained on it: {expected}.*put it back"):
+        train(tiny_config(data, out))
+    after = files_of(out)
+    assert after.pop("train.lock") and after == {k: v for k, v in before.items() if k != "train.lock"} and state["data_files"]

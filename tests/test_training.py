@@ -9,7 +9,7 @@ import pytest
 from vae.cli import run
 from vae.config import Config
 from vae.errors import UserError
-from vae.training.trainer import finish_reason, train
+from vae.training.trainer import train
 
 from conftest import MAIN, TINY, blob_images, epochs_in_history, tiny_config, write_pngs
 
@@ -104,12 +104,18 @@ def test_out_folder_that_is_not_a_run_is_refused(tmp_path, image_folder):
 
 
 def test_finish_reason_early_stopping():
+    from vae.run import TrainState
+
     cfg = Config(num_epochs=100, early_stopping=2)
-    history = [{"val_loss": v} for v in [10.0, 8.0, 9.0]]
-    assert finish_reason(cfg, history, epoch=2, budget_spent=False) is None
-    history.append({"val_loss": 8.5})
-    assert "early stopping" in finish_reason(cfg, history, epoch=3, budget_spent=False)
-    assert finish_reason(Config(num_epochs=4), history, epoch=3, budget_spent=False) == "trained 4 epochs"
+    state = TrainState(epoch=3, step=0, checkpoint="", history=[{"val_loss": v} for v in [10.0, 8.0, 9.0]],
+                       best_val_loss=8.0, untrained_probe_loss=1.0)
+    assert state.finish_reason(cfg, budget_spent=False) is None
+    state.end_epoch({"epoch": 4, "val_loss": 8.5})
+    assert state.best_val_loss == 8.0 and (state.epoch, state.step) == (4, 0)
+    assert "early stopping" in state.finish_reason(cfg, budget_spent=False)
+    assert state.finish_reason(Config(num_epochs=4), budget_spent=False) == "trained 4 epochs"
+    budget = Config(num_epochs=9, max_minutes=2)
+    assert state.finish_reason(budget, budget_spent=True) == "time budget of 2 minutes spent in epoch 4"
 
 
 def test_a_failed_start_does_not_block_the_folder(tmp_path, image_folder):

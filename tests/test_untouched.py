@@ -145,8 +145,9 @@ def test_names_with_tabs_newlines_and_control_characters_print_on_one_line():
 @pytest.fixture(scope="module")
 def app(model):
     from vae.app.server import LatentService, create_app
+    from vae.priors import StandardNormal
 
-    return create_app(LatentService(model, None, "tiny run"))
+    return create_app(LatentService(model, StandardNormal(model.latent_dim), "tiny run"))
 
 
 def upload_all(app, data: bytes, num: int) -> list:
@@ -335,3 +336,85 @@ def test_a_state_json_naming_a_file_outside_the_run_is_refused_before_anything_i
     with pytest.raises(UserError, match="is not a checkpoint of this run folder") as refused:
         Run(run).read_state()
     assert "\n" not in str(refused.value)
+
+
+def test_a_disk_that_fills_during_training_is_one_line_naming_the_kept_checkpoint_and_the_rerun_resumes(tmp_path):
+    from conftest import run_script
+
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    images = write_pngs(tmp_path / "images", blob_images(40, 32))
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount)], capture_output=True)
+    except OSError as e:
+        pytest.skip(f"cannot run mount ({e})")
+    if mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs is not allowed here")
+    try:
+        out = mount / "run"
+        args = ["--data", images, "--out", out, "--num_epochs", "3", "--val_split", "0.2", *TINY]
+        full = run_script("train.py", *args)
+        assert full.returncode == 2, full.stderr
+        line = full.stderr.strip()
+        assert "\n" not in line and re.fullmatch(r"error: no space left on device writing \S+; the last checkpoint "
+                                                 r"\(checkpoints/ckpt-e\d{4}-s\d{6}\.keras: epoch \d, step \d+\) is intact: "
+                                                 r"free space and rerun to resume from it", line), line
+        kept = json.loads((out / "state.json").read_text())
+        assert not list(out.rglob(".partial-*"))
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
+        resumed = run_script("train.py", *args)
+        assert resumed.returncode == 0, resumed.stderr
+        assert resumed.stdout.splitlines()[0] == f"resuming from epoch {kept['epoch'] + 1}, step {kept['step']}"
+        assert [int(r.split(",")[0]) for r in (out / "history.csv").read_text().splitlines()[1:]] == [1, 2, 3]
+        from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+
+        for events in (out / "logs").rglob("events.out.tfevents.*"):  # every record whole: the reader raises on a torn one
+            assert sum(1 for _ in RawEventFileLoader(str(events)).Load()) > 0
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def read_only_run(trained, tmp_path):
+    """(a copy of the trained run mounted read-only, the writable copy under it); skipped where mounting is not allowed."""
+    source = shutil.copytree(trained[1], tmp_path / "source")
+    mount = tmp_path / "read_only"
+    mount.mkdir()
+    try:
+        bound = subprocess.run(["mount", "--bind", str(source), str(mount)], capture_output=True)
+    except OSError as e:
+        pytest.skip(f"cannot run mount ({e})")
+    if bound.returncode != 0:
+        pytest.skip("bind mounts are not allowed here")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
+        with pytest.raises(OSError, match="Read-only file system"):
+            (mount / "probe").write_text("x")
+        yield mount, source
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_read_only_run_folder_serves_every_reader(read_only_run, trained, tmp_path, capsys):
+    run_folder = read_only_run[0]
+    before = hashes(run_folder)
+    cli(capsys, "sample", "--model", run_folder, "--num", "9", "--out", tmp_path / "a.png")
+    cli(capsys, "evaluate", "--model", run_folder, "--out", tmp_path / "eval", "--num_samples", "16")
+    cli(capsys, "reconstruct", "--model", run_folder, "--input", trained[0], "--output", tmp_path / "rec")
+    cli(capsys, "explore", "interpolate", "--model", run_folder, "--random", "2", "--steps", "3", "--out", tmp_path / "i.png")
+    cli(capsys, "explore", "traverse", "--model", run_folder, "--dims", "2", "--steps", "3", "--out", tmp_path / "t.png")
+    cli(capsys, "explore", "encode", "--model", run_folder, "--data", trained[0], "--out", tmp_path / "z.npz")
+    cli(capsys, "export", "--model", run_folder, "--format", "saved_model", "--out", tmp_path / "saved")
+    from vae.app.server import open_server
+
+    server, _ = open_server(str(run_folder), "127.0.0.1", 0)
+    server.server_close()
+    assert hashes(run_folder) == before
+
+
+def test_a_reader_without_the_mixture_fits_it_in_memory_on_a_read_only_run(read_only_run, tmp_path, capsys):
+    run_folder, writable = read_only_run
+    (writable / "model_best.gmm.npz").unlink()
+    before = hashes(run_folder)
+    _, err = cli(capsys, "sample", "--model", run_folder, "--num", "9", "--out", tmp_path / "a.png")
+    assert "fitted in memory for this command (nothing is written)" in err and hashes(run_folder) == before

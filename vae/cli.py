@@ -74,12 +74,12 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latent_dim", type=positive_int, help="if given, refuse a model with another latent dimension")
 
 
-def add_prior_flag(parser: argparse.ArgumentParser, purpose: str) -> None:
-    """--prior: what random latents are drawn from."""
-    parser.add_argument("--prior", choices=["normal", "gmm"],
-                        help=f"{purpose}: gmm, a Gaussian mixture fitted to the latent means of the run's training images "
-                             "(fitted once, cached beside the model); or normal, N(0, I); default: gmm when the run's "
-                             "mixture or training images are found, else normal")
+def add_prior_flag(parser: argparse.ArgumentParser, purpose: str, priors: dict, default) -> None:
+    """--prior: what random latents are drawn from, one of `priors` (vae.priors.PRIORS)."""
+    kinds = "; ".join(f"{name}: {cls.description}" for name, cls in priors.items())
+    parser.add_argument("--prior", choices=list(priors),
+                        help=f"{purpose} ({kinds}); default: {default.name} when train.py fitted it or the run's "
+                             "training images are found, else normal")
 
 
 def check_suffix(flag: str, path: str, suffix: str, writer: str) -> Path:

@@ -38,9 +38,28 @@ class Config:
                               "0.99 lags about 100 steps behind the weights and cost up to 4 dB at high learning rates")
     kl_warmup_epochs: float = _opt(1.0, "epochs over which the KL weight rises linearly from 0 to beta (0: none)")
     free_bits: float = _opt(0.0, "nats per latent dimension below which KL is not penalised, against posterior collapse")
+    # Sharper faces.
+    adversarial_weight: float = _opt(0.0, "weight of an adversarial patch term: a PatchGAN discriminator learns to tell "
+                                     "training faces from reconstructions and prior samples (hinge loss), and the VAE learns "
+                                     "to fool it, the term's weight rescaled each step to this times the ratio of the "
+                                     "reconstruction and adversarial gradients at the decoder's last layer, as in VQGAN "
+                                     "(0: off, no discriminator)")
+    adversarial_start_epochs: float = _opt(0.0, "epochs of training before the adversarial term reaches the VAE (the "
+                                           "discriminator learns from the start)")
+    disc_augment: bool = _opt(False, "augment every image the discriminator sees (DiffAugment: colour, translation, "
+                              "cutout), against it memorising a small folder")
+    disc_learning_rate: float = _opt(0.0, "peak learning rate of the discriminator's Adam (betas 0.5, 0.9), on the same "
+                                     "warm-up and schedule as the VAE's (0: --learning_rate)", runtime=True)
+    frequency_weight: float = _opt(0.0, "weight of the focal frequency loss (Jiang et al. 2021) beside the L1 term: the "
+                                   "squared error of each image's spectrum, weighted towards the frequencies it gets most "
+                                   "wrong (0: off)")
+    ema_decay: float = _opt(0.0, "decay of an exponential moving average of the weights kept beside them (0.999: about "
+                            "the last 1000 steps) for validation, grids and the saved models, while training continues "
+                            "from the raw weights (0: off)")
     # Optimisation.
     num_epochs: int = _opt(12, "number of passes over the training images (the default run on synthetic faces, "
-                           "rendering included, took 9 minutes on 2 cores)")
+                           "rendering included, took 9 minutes on 2 cores); a larger one extends a finished run",
+                           runtime=True)
     batch_size: int = _opt(64, "images per training step (global, over all replicas)")
     learning_rate: float = _opt(1e-3, "peak learning rate of Adam; may be changed when resuming", runtime=True)
     lr_schedule: str = _opt("cosine", "learning rate after warm-up: a cosine or linear decay that reaches 0 when "
@@ -55,8 +74,8 @@ class Config:
     out: str = _opt("runs/default", "run folder: config, models, sample grids, history", runtime=True)
     save_every_steps: int = _opt(500, "also checkpoint every this many steps within an epoch "
                                  "(0: only at epoch ends)", runtime=True)
-    max_minutes: float = _opt(0.0, "stop cleanly after this many minutes of training, then validate and save "
-                              "(0: no limit)", runtime=True)
+    max_minutes: float = _opt(0.0, "stop cleanly after this many minutes of training, counted over every resume, then "
+                              "validate and save (0: no limit); a larger one extends a finished run", runtime=True)
     precision: str = _opt("auto", "float32, mixed_float16, mixed_bfloat16, or auto: mixed_float16 on a GPU, "
                           "mixed_bfloat16 on a CPU with native bfloat16, else float32",
                           runtime=True, choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
@@ -84,10 +103,12 @@ class Config:
             raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")
         if not 0 < self.val_split < 1:
             raise UserError(f"--val_split must be between 0 and 1 (exclusive), got {self.val_split}")
-        if not 0 <= self.bn_momentum < 1:
-            raise UserError(f"--bn_momentum must be from 0 to 1 (exclusive), got {self.bn_momentum}")
+        for name in ("bn_momentum", "ema_decay"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"--{name} must be from 0 to 1 (exclusive), got {getattr(self, name)}")
         for name in ["beta", "clipnorm", "lr_warmup_steps", "kl_warmup_epochs", "free_bits", "early_stopping",
-                     "save_every_steps", "max_minutes", "seed"]:
+                     "save_every_steps", "max_minutes", "seed", "adversarial_weight", "adversarial_start_epochs",
+                     "disc_learning_rate", "frequency_weight"]:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise UserError(f"--{name} must be a finite number of at least 0, got {value}")

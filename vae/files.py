@@ -22,7 +22,7 @@ except ImportError:  # Windows
 
 PARTIAL = ".partial-"
 # What marks a folder train.py made (the names of vae/run.py, which sits above this layer): config.json beside any of these.
-RUN_CONFIG, RUN_MARKERS = "config.json", ("state.json", "train.lock", "checkpoints")
+RUN_CONFIG, RUN_MARKERS = "config.json", ("state.json", "train.lock", "checkpoints", "manifest.json")
 # Temporary names carry the writer's process id and host, so a later process can tell a dead writer's leftovers.
 HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
@@ -46,7 +46,9 @@ def atomic_path(path: Path | str):
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        # OSError, not only FileNotFoundError: on a read-only file system unlink() fails with EROFS even for a name that
+        # was never created, and that must not replace the error naming the file being written.
+        with contextlib.suppress(OSError):
             tmp.unlink()
 
 

@@ -25,11 +25,13 @@ from PIL import Image
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
+from vae.app import pages
 from vae.data.decode import load_image, skip_reason
 from vae.errors import UserError
 
 STATIC = Path(__file__).with_name("static")
-FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}  # all the page there is
+# All the page there is; index.html holds the explorer's parts of the template it shares with the exported page.
+FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css", "faces.js": "text/javascript"}
 MAX_FACES = 64  # faces per /api/sample: a grid, not a batch job
 MAX_UPLOAD = 10 * 1024 * 1024
 MAX_JSON = 256 * 1024  # the largest body the page sends, two latents of 1,024 numbers, is under 50 KB
@@ -55,24 +57,17 @@ class BadInput(ValueError):
 class LatentService:
     """The model and what random latents are drawn from; every call into the model holds one lock."""
 
-    def __init__(self, model, density=None, name: str = "model"):
-        self.model, self.density, self.name = model, density, name
+    def __init__(self, model, prior, name: str = "model"):
+        self.model, self.prior, self.name = model, prior, name
         self.image_size, self.latent_dim = model.image_size, model.latent_dim
-        dim = self.latent_dim
         self._lock = threading.Lock()
-        if density is None:  # N(0, I): every axis is as spread out as the others
-            self.directions = np.eye(dim, dtype=np.float32)[:DIRECTIONS]
-            self.sigmas = np.ones(len(self.directions), np.float32)
-            self.labels = [f"z{i}" for i in range(len(self.directions))]
-        else:
-            directions, sigmas = density.principal_directions()
-            self.directions, self.sigmas = directions[:DIRECTIONS], sigmas[:DIRECTIONS]
-            self.labels = [f"PC{i + 1} (σ={s:.2f})" for i, s in enumerate(self.sigmas)]
-        self.decode(np.zeros((1, dim), np.float32))  # trace now, so the first request is as quick as the rest
+        directions, sigmas = prior.principal_directions()
+        self.directions, self.sigmas = directions[:DIRECTIONS], sigmas[:DIRECTIONS]
+        self.labels = [prior.direction_label(i, s) for i, s in enumerate(self.sigmas)]
+        self.decode(np.zeros((1, self.latent_dim), np.float32))  # trace now, so the first request is as quick as the rest
 
     def info(self) -> dict:
-        prior = "normal" if self.density is None else f"gmm ({len(self.density.weights)} components)"
-        return {"name": self.name, "image_size": self.image_size, "latent_dim": self.latent_dim, "prior": prior,
+        return {"name": self.name, "image_size": self.image_size, "latent_dim": self.latent_dim, "prior": self.prior.describe(),
                 "directions": self.directions.tolist(), "sigmas": self.sigmas.tolist(), "labels": self.labels,
                 "max_faces": MAX_FACES, "max_upload": MAX_UPLOAD}
 
@@ -85,9 +80,9 @@ class LatentService:
 
     def sample(self, num: int, seed: int, temperature: float) -> tuple[np.ndarray, np.ndarray]:
         """(latents, faces) drawn from the run's prior, the same for the same seed and temperature."""
-        from vae.model.prior import prior_latents
+        from vae.priors import prior_latents
 
-        z = prior_latents(num, self.latent_dim, seed, temperature, self.density)
+        z = prior_latents(self.prior, num, seed, temperature)
         return z, self.decode(z)
 
     def encode(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -175,7 +170,7 @@ def json_body() -> dict:
     return body
 
 
-def decode_upload(upload, size: int) -> np.ndarray:
+def read_upload(upload, size: int) -> np.ndarray:
     """An uploaded file as load_image decodes it; BadInput saying why it cannot be used."""
     # The safe loader of training takes a path: the upload lives in a private folder while it decodes.
     with tempfile.TemporaryDirectory(prefix="vae-upload-") as folder:
@@ -204,13 +199,14 @@ def create_app(service: LatentService) -> Flask:
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD
     app.json.sort_keys = False
-    decoder = ThreadPoolExecutor(DECODE_SLOTS, thread_name_prefix="vae-decode")
+    upload_readers = ThreadPoolExecutor(DECODE_SLOTS, thread_name_prefix="vae-upload")
     queued = threading.BoundedSemaphore(DECODE_QUEUE)
 
     def static_file(name):
-        return send_file(STATIC / name, mimetype=FILES[name], max_age=0)
+        body = io.BytesIO(pages.render(STATIC / name).encode()) if name == "index.html" else STATIC / name
+        return send_file(body, mimetype=FILES[name], max_age=0)
 
-    for url, name in (("/", "index.html"), ("/app.js", "app.js"), ("/app.css", "app.css")):
+    for url, name in (("/", "index.html"), ("/app.js", "app.js"), ("/app.css", "app.css"), ("/faces.js", "faces.js")):
         app.add_url_rule(url, name, partial(static_file, name))
 
     @app.get("/api/info")
@@ -227,7 +223,7 @@ def create_app(service: LatentService) -> Flask:
         return jsonify(latents=z.tolist(), faces=[png_url(f) for f in faces])
 
     @app.post("/api/decode")
-    def decode():
+    def face_of_latent():
         z = latent(json_body(), "z", service.latent_dim)
         return jsonify(image=png_url(service.decode(z[None])[0]))
 
@@ -239,14 +235,14 @@ def create_app(service: LatentService) -> Flask:
         return jsonify(z=z.tolist(), image=png_url(service.decode(z[None])[0]))
 
     @app.post("/api/encode")
-    def encode():
+    def latent_of_upload():
         upload = request.files.get("image")
         if upload is None:
             raise BadInput("send the image as the multipart form field 'image'")
         if not queued.acquire(blocking=False):
             raise BadInput(f"the server is busy decoding {DECODE_QUEUE} other uploads; try again in a moment", 503)
         try:
-            image = decoder.submit(decode_upload, upload, service.image_size).result()
+            image = upload_readers.submit(read_upload, upload, service.image_size).result()
         finally:
             queued.release()
         z, reconstruction, db = service.encode(image)

@@ -9,29 +9,61 @@ import numpy as np
 from vae.data.dataset import FaceSet, load_faces
 from vae.data.decode import load_image
 from vae.errors import UserError
-from vae.files import atomic_path
+from vae.files import atomic_path, is_run_folder, refuse_inside
 from vae.model.objective import kl_per_dim
-from vae.model.prior import prior_chunks, prior_latents
 from vae.model.vae import decode, encode, encode_faces
 from vae.pictures import make_grid, save_png
+from vae.priors import prior_chunks, prior_latents
 from vae.progress import progress_bar
 
 MAX_STEPS = 100  # faces along one interpolation or traversal row
 MAX_ROWS = 32  # rows of one picture: random interpolations, traversed dimensions
+FACE_FILES = "face_*.png"  # what sample_faces writes into --individual
 
 
-def sample_faces(model, density, out, num: int, seed: int, temperature: float = 1.0, individual=None,
+def check_outputs(run, outs: list[tuple[str, Path]], inputs: list[tuple[str, str | Path | None]] = ()) -> None:
+    """UserError if an output (flag, path) is or lands inside what the command reads: an input (flag, file or folder;
+    None: not given), the run's data folder (the next run on it would train on the output), or the run folder, which
+    is train.py's. Checked before the model is loaded, so a mistake costs no time."""
+    inputs = [*inputs, ("the run's data folder", run.data_folder)]
+    if is_run_folder(run.folder):
+        inputs.append(("the run folder of --model", run.folder))
+    for in_flag, given in (i for i in inputs if i[1] is not None):
+        for out_flag, out in outs:
+            if not Path(given).is_file():
+                refuse_inside(out_flag, out, in_flag, given)
+            elif Path(out).resolve() == Path(given).resolve():
+                raise UserError(f"{out_flag} {out} is {in_flag} {given}; choose another name, the input is never written")
+
+
+def face_name(index: int, num: int) -> str:
+    """The file of face `index` of `num` in --individual: face_0000.png, or wider when `num` needs more digits."""
+    return f"face_{index:0{max(4, len(str(num - 1)))}d}.png"
+
+
+def check_individual(folder: Path | str, overwrite: bool) -> list[Path]:
+    """The face_*.png files `folder` already holds; UserError if there are some and not `overwrite`, or if it is a file."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--individual {folder} is a file; give a folder for the faces")
+    older = sorted(folder.glob(FACE_FILES)) if folder.is_dir() else []
+    if older and not overwrite:
+        raise UserError(f"--individual {folder} already holds {len(older)} {FACE_FILES} files; pass --overwrite to replace "
+                        "those of the same names (no other file is touched), or choose another folder")
+    return older
+
+
+def sample_faces(model, prior, out, num: int, seed: int, temperature: float = 1.0, individual=None,
                  grid_max: int = 1024, batch_size: int = 256) -> None:
     """Decode `num` prior draws chunk by chunk, so memory stays bounded; write each face into `individual` if given,
     then the grid of the first `grid_max` faces, last: once the grid exists, everything asked for was written."""
     shown, start = [], 0
-    width = max(4, len(str(num - 1)))
     with progress_bar(num, "sampling", enabled=num > grid_max) as bar:
-        for z in prior_chunks(num, model.latent_dim, seed, temperature, density):
+        for z in prior_chunks(prior, num, seed, temperature):
             faces = decode(model, z, batch_size)
             if individual is not None:
                 for i, face in enumerate(faces):
-                    save_png(face, Path(individual) / f"face_{start + i:0{width}d}.png")
+                    save_png(face, Path(individual) / face_name(start + i, num))
             shown.append(faces[: max(0, grid_max - start)])
             start += len(faces)
             bar.update(len(faces))
@@ -81,11 +113,11 @@ def interpolate_images(model, paths: list[str], steps: int) -> tuple[np.ndarray,
     return strip, frames
 
 
-def interpolate_prior(model, pairs: int, steps: int, seed: int, density=None) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Between `pairs` pairs of random prior points (from `density` if given): a grid with one pair per row, and GIF
+def interpolate_prior(model, pairs: int, steps: int, seed: int, prior) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Between `pairs` pairs of random points of `prior`: a grid with one pair per row, and GIF
     frames with the pairs side by side."""
     check_interpolation(pairs, steps)
-    ends = prior_latents(2 * pairs, model.latent_dim, seed, density=density)
+    ends = prior_latents(prior, 2 * pairs, seed)
     t = np.linspace(0.0, 1.0, _check_steps(steps))
     faces = decode(model, np.concatenate([slerp(ends[2 * i], ends[2 * i + 1], t) for i in range(pairs)]))
     rows = faces.reshape(pairs, steps, *faces.shape[1:])

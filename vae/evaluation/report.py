@@ -8,12 +8,14 @@ import numpy as np
 
 from vae.data.dataset import FaceSet, load_faces
 from vae.errors import UserError
-from vae.evaluation.quality import ssim, swd
+from vae.evaluation.quality import swd
+from vae.evaluation.reconstruction import image_metrics
 from vae.files import write_text_atomic
-from vae.model.objective import abs_error_per_channel, bits_per_dim, kl_per_dim, laplace_nll_of_sums, laplace_scale, psnr
-from vae.model.prior import prior_latents
+from vae.model.objective import abs_error_per_channel, bits_per_dim, kl_per_dim, laplace_nll_of_sums, laplace_scale
+from vae.model.sampling import reparameterize
 from vae.model.vae import ACTIVE_UNIT_NATS, decode, encode
 from vae.pictures import GRID_IMAGES, make_grid, pairs_grid, save_png
+from vae.priors import prior_latents
 from vae.progress import progress_bar
 from vae.run import Run
 
@@ -54,14 +56,12 @@ def _measure(model, faces: FaceSet, rng: np.random.Generator, batch_size: int, d
         for start in range(0, len(faces), batch_size):
             x = faces.numpy(range(start, min(start + batch_size, len(faces))))
             mean, log_var = encode(model, x, batch_size)
-            z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape).astype(np.float32)
+            z = np.asarray(reparameterize(mean, log_var, rng.standard_normal(mean.shape).astype(np.float32)))
             sampled = decode(model, z, batch_size, as_uint8=False)
             batch = {"abs_sums": np.asarray(abs_error_per_channel(x / 255.0, sampled)),
                      "kl_dims": np.asarray(kl_per_dim(mean, log_var))}
             if recon_metrics:
-                recon = decode(model, mean, batch_size)
-                batch.update(l1=np.abs(x / 255.0 - recon / 255.0).mean(axis=(1, 2, 3)), psnr=np.asarray(psnr(x, recon)),
-                             ssim=ssim(x, recon))
+                batch.update(image_metrics(x, decode(model, mean, batch_size)))
             for k, v in batch.items():
                 out.setdefault(k, []).append(v)
             bar.update(len(x))
@@ -73,8 +73,8 @@ def evaluate(model, run: Run, data=None, num_samples: int = SWD_IMAGES, seed: in
     """The report (JSON-ready numbers) and its grids (reconstructions, samples) for a model of `run` (where the run's
     data and split are found) on a folder.
 
-    `prior` is what the samples are drawn from, as in sample.py: normal, gmm (the run's latent mixture), or None
-    (the mixture when it can be had).
+    `prior` is what the samples are drawn from, as in sample.py: a name of vae.priors.PRIORS, or None (the default
+    prior when it can be had).
     """
     if num_samples < 1:
         raise UserError(f"--num_samples must be positive, got {num_samples}")
@@ -103,8 +103,8 @@ def evaluate(model, run: Run, data=None, num_samples: int = SWD_IMAGES, seed: in
     per_dim_kl = measured["kl_dims"].mean(axis=0)
     n = min(num_samples, len(faces))
     real = faces.numpy(np.sort(np.random.default_rng([seed, 3]).choice(len(faces), n, replace=False)))
-    density = run.prior(model, prior, progress)
-    samples = decode(model, prior_latents(n, model.latent_dim, seed, temperature, density), batch_size)
+    drawn_from = run.prior(model, prior, progress)
+    samples = decode(model, prior_latents(drawn_from, n, seed, temperature), batch_size)
     distances = swd(real, samples, seed)
 
     report = {
@@ -115,7 +115,7 @@ def evaluate(model, run: Run, data=None, num_samples: int = SWD_IMAGES, seed: in
         "laplace_scale": [round(float(b), 5) for b in np.exp(log_scale)], "laplace_scale_fitted_on": scale_source,
         "kl_per_image": float(kl.mean()),
         "active_units": int((per_dim_kl > ACTIVE_UNIT_NATS).sum()),
-        "swd_images": n, "swd_prior": "normal" if density is None else "gmm", "swd_temperature": temperature,
+        "swd_images": n, "swd_prior": drawn_from.name, "swd_temperature": temperature,
         "swd_x1e3": distances,
         "swd_warning": None if n >= SWD_MEANINGFUL else
         f"SWD on {n} images is mostly sampling noise; it means something from about {SWD_MEANINGFUL} images on",

@@ -5,13 +5,10 @@ or interrupted export leaves --out as it was.
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import shutil
 from pathlib import Path
-
-import numpy as np
 
 from vae.errors import UserError
 from vae.files import HOST
@@ -31,28 +28,12 @@ def open_run(path):
 
 
 def prior_json(run, model) -> dict:
-    """The run's prior as the page samples it: N(0, I), or its latent mixture's weights, means and Cholesky factors;
-    with the SLIDERS most spread-out directions, their standard deviations and labels. The one place that knows
-    what run.prior() returns."""
-    density = run.prior(model, progress=False)
-    if density is None:
-        dim = model.latent_dim
-        directions, sigmas = np.eye(dim, dtype=np.float32)[:SLIDERS], np.ones(min(SLIDERS, dim), np.float32)
-        return {"kind": "normal", "name": "N(0, I)", "directions": directions.tolist(), "sigmas": sigmas.tolist(),
-                "labels": [f"z{i}" for i in range(len(sigmas))]}
-    directions, sigmas = (a[:SLIDERS] for a in density.principal_directions())
-    return {"kind": "mixture", "name": f"the run's latent mixture ({len(density.weights)} components)",
-            "weights": (density.weights / density.weights.sum()).tolist(), "means": density.means.tolist(),
-            "cholesky": packed_triangles(np.linalg.cholesky(density.covariances)),
-            "directions": directions.tolist(), "sigmas": sigmas.tolist(),
-            "labels": [f"PC{i + 1} (σ={s:.2f})" for i, s in enumerate(sigmas)]}
-
-
-def packed_triangles(lower: np.ndarray) -> str:
-    """Base64 of the float32 little-endian lower triangles, row by row, of (k, d, d) matrices: 10 components of 128
-    dimensions take 0.4 MB so, where JSON numbers took 2.1 MB."""
-    rows, cols = np.tril_indices(lower.shape[-1])
-    return base64.b64encode(np.ascontiguousarray(lower[:, rows, cols], "<f4").tobytes()).decode("ascii")
+    """The run's prior as the page samples it (its page_json), with the SLIDERS most spread-out directions, their
+    standard deviations and labels."""
+    prior = run.prior(model, progress=False)
+    directions, sigmas = (a[:SLIDERS] for a in prior.principal_directions())
+    return {**prior.page_json(), "directions": directions.tolist(), "sigmas": sigmas.tolist(),
+            "labels": [prior.direction_label(i, s) for i, s in enumerate(sigmas)]}
 
 
 def check_out(out: Path, overwrite: bool) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vae.app import pages
 from vae.backend import quiet_native_stderr
 from vae.errors import UserError
 
@@ -19,8 +20,10 @@ ONNX_OPSET = 17  # onnxruntime 1.17+ and onnxruntime-web 1.22 run it; tf2onnx co
 MATCH = 1 / 255  # ONNX against Keras: faces within one grey level, latent means within 1/255, ...
 MATCH_SHARE = 0.999  # ... on at least this share of the numbers
 CHECK_NUM = 64  # latents and faces each check runs through both
+# The exported page's own files: its script and style, copied, and in index.html its parts of the template that it
+# shares, as it shares the script faces.js, with the latent explorer's page (vae.app.pages).
 WEB_PAGE = Path(__file__).with_name("web")
-PAGE_FILES = ("index.html", "app.js", "app.css")
+PAGE_FILES = ("app.js", "app.css")
 
 
 def needs_onnx_tools():
@@ -130,8 +133,9 @@ def check_onnx(model, file: Path, part: str) -> None:
 def write_web(model, folder: Path, page: dict, runtime: Path) -> None:
     """The static page: its sources, decoder.onnx, model.json (`page`: the run and its prior), the runtime's files."""
     write_onnx(model, folder, parts=("decoder",))
-    for name in PAGE_FILES:
-        shutil.copyfile(WEB_PAGE / name, folder / name)
+    (folder / "index.html").write_text(pages.render(WEB_PAGE / "index.html"), encoding="utf-8")
+    for file in (*(WEB_PAGE / name for name in PAGE_FILES), pages.SCRIPT):
+        shutil.copyfile(file, folder / file.name)
     for file in sorted(runtime.iterdir()):
         shutil.copyfile(file, folder / file.name)
     (folder / "model.json").write_text(json.dumps(page, separators=(",", ":")), encoding="utf-8")

@@ -11,12 +11,16 @@ PRIVATE_NAMES = {
 
 
 class BuiltBeforeFit:
-    """A keras.Model mixin for models built (with their optimizer) before fit(): under a tf.distribute strategy Keras
+    """A keras.Model mixin for models built (with their optimizers) before fit(): under a tf.distribute strategy Keras
     averages the first batch across workers only to build what is unbuilt, and multi-worker collectives reject the
-    uint8 batches this package feeds; there is no public switch for it."""
+    uint8 batches this package feeds; there is no public switch for it. An unbuilt model's `build_optimizers()` runs
+    first, since Keras would build its one `optimizer` on every trainable weight, a second network's too."""
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         if self.optimizer is None or not self.optimizer.built:
+            if self.optimizer is not None:
+                with self.distribute_strategy.scope():
+                    self.build_optimizers()
             super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
 

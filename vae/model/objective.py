@@ -1,5 +1,6 @@
-"""The loss, written once: per image the L1 reconstruction term and the KL term, their weighted sum, and what they
-mean as a likelihood (bits per dimension); and the PSNR every report uses. In float32, with keras.ops."""
+"""The loss, written once: per image the L1 reconstruction term, the optional focal frequency term and the KL term, their
+weighted sum, and what they mean as a likelihood (bits per dimension); and the PSNR every report uses. In float32, with
+keras.ops."""
 import math
 from typing import NamedTuple
 
@@ -47,27 +48,50 @@ def laplace_nll_of_sums(per_channel, log_scale, pixels: int):
     return ops.sum(per_channel * ops.exp(-log_scale), axis=1) + ops.cast(pixels, "float32") * ops.sum(math.log(2.0) + log_scale)
 
 
+def focal_frequency_per_image(images, reconstructions, alpha=1.0):
+    """The focal frequency loss (Jiang et al. 2021) of each image pair: the squared distance of their 2-D spectra
+    (orthonormal DFT of each channel), each frequency weighted by its own distance ** (alpha / 2), scaled to at most 1 per
+    image and channel and held constant (no gradient), so the frequencies reconstructed worst count most.
+
+    Summed over frequencies and channels where the paper averages, so that its weight compares with the L1 sum's: with
+    all weights 1 it would be the summed squared pixel error (Parseval). Shape (batch,).
+    """
+    difference = ops.transpose(ops.cast(images, "float32") - ops.cast(reconstructions, "float32"), (0, 3, 1, 2))
+    # The DFT is linear: the spectrum of the difference is the difference of the spectra.
+    real, imag = ops.fft2((difference, ops.zeros_like(difference)))
+    pixels = ops.cast(ops.shape(difference)[2] * ops.shape(difference)[3], "float32")
+    distance = (ops.square(real) + ops.square(imag)) / pixels
+    weight = ops.stop_gradient(distance ** (alpha / 2.0))
+    weight = weight / ops.maximum(ops.max(weight, axis=(2, 3), keepdims=True), 1e-12)
+    return ops.sum(weight * distance, axis=(1, 2, 3))
+
+
 class Terms(NamedTuple):
     recon: object  # (batch,) L1 summed over pixels and channels: what is reported as "recon"
     nll: object  # (batch,) the reconstruction term optimised: the L1 sum, or with a learned scale the Laplace NLL
     kl_dims: object  # (batch, latent_dim) KL of each dimension, nats
     kl: object  # (batch,) KL summed over dimensions
     loss: object  # scalar: the batch's objective
+    frequency: object  # (batch,) the focal frequency term, or None when its weight is 0
+    reconstruction: object  # scalar: the part of `loss` that is not KL, mean(nll + frequency_weight * frequency)
 
 
-def objective(images, reconstructions, z_mean, z_log_var, beta, free_bits=0.0, log_scale=None) -> Terms:
+def objective(images, reconstructions, z_mean, z_log_var, beta, free_bits=0.0, log_scale=None, frequency_weight=0.0) -> Terms:
     """The VAE's loss on a batch of images in [0, 1]: mean over images of the reconstruction term + beta * KL.
 
     The reconstruction term is the L1 sum, or, with a learned `log_scale` (a calibrated decoder, Rybkin et al. 2021),
-    the Laplace negative log-likelihood, whose scale then sets the balance with the KL instead of beta alone.
+    the Laplace negative log-likelihood, whose scale then sets the balance with the KL instead of beta alone; plus
+    `frequency_weight` times the focal frequency term, when that weight is not 0.
     With free bits (training only), each latent dimension's batch-mean KL counts as at least `free_bits` nats;
-    with free_bits = 0 the loss is exactly mean(recon term + beta * kl).
+    with free_bits = 0 and no frequency term the loss is exactly mean(recon term + beta * kl).
     """
     recon = l1_per_image(images, reconstructions)
     nll = recon if log_scale is None else laplace_nll(images, reconstructions, log_scale)
+    frequency = focal_frequency_per_image(images, reconstructions) if frequency_weight else None
+    reconstruction = ops.mean(nll) if frequency is None else ops.mean(nll + frequency_weight * frequency)
     kl_dims = kl_per_dim(z_mean, z_log_var)
     kl_term = ops.sum(ops.maximum(ops.mean(kl_dims, axis=0), free_bits))
-    return Terms(recon, nll, kl_dims, ops.sum(kl_dims, axis=1), ops.mean(nll) + beta * kl_term)
+    return Terms(recon, nll, kl_dims, ops.sum(kl_dims, axis=1), reconstruction + beta * kl_term, frequency, reconstruction)
 
 
 def laplace_scale(mean_abs_error) -> float:

@@ -6,6 +6,8 @@ from keras import ops
 
 from vae.model.keras_adapter import CountingLossScaleOptimizer, learning_rate_schedule
 
+DISCRIMINATOR_BETAS = (0.5, 0.9)  # VQGAN's Adam: a short memory of the gradients, for a target that moves every step
+
 
 @keras.saving.register_keras_serializable(package="vae")
 class SkipNonFinite(CountingLossScaleOptimizer):
@@ -67,16 +69,20 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     when training ends: after `total_steps`, or when the time budget is spent, whichever comes first.
 
     `time_spent` is the fraction of the time budget used so far, set by the trainer after each step (0 without one).
+    `cycle_start` is the step at which warm-up and decay begin: 0, or where the trainer extended a finished run (a warm
+    restart, as in SGDR: Loshchilov & Hutter 2017).
     """
 
     def __init__(self, peak, warmup_steps, total_steps, decay="constant"):
         self.peak, self.warmup_steps, self.total_steps, self.decay = peak, warmup_steps, total_steps, decay
         self.time_spent = keras.Variable(0.0, trainable=False, dtype="float32", name="time_spent")
+        self.cycle_start = keras.Variable(0.0, trainable=False, dtype="float32", name="cycle_start")
 
     def __call__(self, step):
-        step = ops.cast(step, "float32")
+        step = ops.cast(step, "float32") - ops.convert_to_tensor(self.cycle_start)
+        length = ops.maximum(self.total_steps - ops.convert_to_tensor(self.cycle_start) - self.warmup_steps, 1.0)
         warm = ops.minimum(1.0, (step + 1.0) / self.warmup_steps) if self.warmup_steps else 1.0
-        steps_spent = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+        steps_spent = ops.clip((step - self.warmup_steps) / length, 0.0, 1.0)
         spent = ops.maximum(steps_spent, ops.minimum(ops.convert_to_tensor(self.time_spent), 1.0))
         decay = {"constant": 1.0, "cosine": 0.5 * (1.0 + ops.cos(math.pi * spent)), "linear": 1.0 - spent}[self.decay]
         return self.peak * warm * decay
@@ -86,14 +92,15 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_optimizer(learning_rate, total_steps, warmup_steps, schedule="constant", clipnorm=0.0, loss_scaling=False,
-                   loss_terms=1):
+                   loss_terms=1, betas=(0.9, 0.999)):
     """Adam on a WarmupDecay schedule (constant, cosine or linear after the warm-up), skipping non-finite steps.
 
     `loss_terms`: how many per-pixel terms the loss sums; float16 loss scaling starts that much lower
     than the usual 2**15, which assumes a mean, so its first steps do not all overflow.
+    `betas`: Adam's two decay rates; the discriminator's are VQGAN's (0.5, 0.9).
     """
     rate = WarmupDecay(learning_rate, min(warmup_steps, max(total_steps - 1, 0)), total_steps, schedule)
-    adam = keras.optimizers.Adam(rate, global_clipnorm=clipnorm or None)
+    adam = keras.optimizers.Adam(rate, beta_1=betas[0], beta_2=betas[1], global_clipnorm=clipnorm or None)
     if not loss_scaling:
         return SkipNonFinite(adam)
     return SkipNonFinite(adam, loss_scaling=True, initial_scale=2.0 ** max(0, 15 - math.ceil(math.log2(loss_terms))))
@@ -104,6 +111,13 @@ def report_time_spent(optimizer, fraction: float) -> None:
     schedule = learning_rate_schedule(optimizer)
     if hasattr(schedule, "time_spent"):
         schedule.time_spent.assign(min(fraction, 1.0))
+
+
+def start_cycle(optimizer, step: int) -> None:
+    """Begin the schedule's warm-up and decay at `step` (a WarmupDecay's; 0 is where every run begins)."""
+    schedule = learning_rate_schedule(optimizer)
+    if hasattr(schedule, "cycle_start"):
+        schedule.cycle_start.assign(float(step))
 
 
 def current_learning_rate(optimizer) -> float:

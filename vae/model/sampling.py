@@ -14,11 +14,16 @@ class Sampling(keras.layers.Layer):
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
-        eps = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator)
-        return z_mean + ops.exp(0.5 * z_log_var) * eps
+        return reparameterize(z_mean, z_log_var, keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype,
+                                                                     seed=self.seed_generator))
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
+
+
+def reparameterize(z_mean, z_log_var, eps):
+    """A draw of q(z|x) = N(z_mean, exp(z_log_var)) from standard normal noise `eps` (tensors or numpy arrays)."""
+    return z_mean + ops.exp(0.5 * z_log_var) * eps

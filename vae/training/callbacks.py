@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 
 import keras
 
@@ -65,7 +64,7 @@ class StepCheckpoint(EpochAware):
     def after_step(self, step, logs):
         if not self.every or step >= self.steps_per_epoch:  # the epoch's end is checkpointed anyway
             return
-        if int(logs.get("consecutive_skips", 0)):  # never checkpoint while steps are going non-finite
+        if any(int(v) for k, v in logs.items() if k.endswith("consecutive_skips")):  # never checkpoint mid-NaN
             return
         done = self.epoch * self.steps_per_epoch + step
         if done // self.every > (done - self._stride()) // self.every:
@@ -126,19 +125,21 @@ class StopOnSignal(EpochAware):
 
 
 class TimeBudget(EpochAware):
-    """Stops training after the step in progress once `minutes` of wall time have passed since `started`; tells the
-    learning-rate schedule how much of the budget is spent, so a decay reaches 0 when the time is up."""
+    """Stops training after the step in progress once the run has trained `minutes` (minutes_trained(), over every
+    resume); tells the learning-rate schedule how much of its cycle's time is spent, so a decay reaches 0 when the time
+    is up. The cycle began at `cycle_minutes`: 0, or where a finished run was extended."""
 
-    def __init__(self, steps_done, minutes: float, started: float):
+    def __init__(self, steps_done, minutes: float, minutes_trained, cycle_minutes: float = 0.0):
         super().__init__(steps_done)
-        self.started, self.seconds = started, minutes * 60.0
+        self.minutes, self.minutes_trained, self.cycle_minutes = minutes, minutes_trained, cycle_minutes
         self.exhausted = False
 
     def after_step(self, step, logs):
-        if not self.seconds:
+        if not self.minutes:
             return
-        fraction = (time.monotonic() - self.started) / self.seconds
-        report_time_spent(self.model.optimizer, fraction)
-        if fraction >= 1.0:
+        trained = self.minutes_trained()
+        for optimizer in filter(None, (self.model.optimizer, getattr(self.model, "disc_optimizer", None))):
+            report_time_spent(optimizer, (trained - self.cycle_minutes) / max(self.minutes - self.cycle_minutes, 1e-9))
+        if trained >= self.minutes:
             self.exhausted = True
             self.model.stop_training = True

@@ -2,12 +2,22 @@
 grids, and TensorBoard."""
 from __future__ import annotations
 
+import io
+import itertools
+import os
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from PIL import Image
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+from tensorboard.summary.writer.record_writer import RecordWriter
+from tensorboard.util import tensor_util
 
 from vae.files import atomic_path
 from vae.model.vae import decode, encode
@@ -15,6 +25,7 @@ from vae.pictures import make_grid, pairs_grid
 
 SCALARS = ["loss", "recon", "kl", "beta", "val_loss", "val_recon", "val_kl", "val_psnr", "val_active_units",
            "learning_rate", "images_per_second", "skipped_steps"]
+_LOG_NUMBERS = itertools.count()  # event files made by this process, in their names as tf.summary numbers them
 
 
 def say(text: str) -> None:
@@ -63,15 +74,54 @@ def plot_history(history: list[dict], path: Path) -> None:
 
 
 class TensorBoardLog:
+    """A run's TensorBoard event file, appended one epoch at a time, that always ends on a whole record.
+
+    Written here, not by tf.summary's writer: on a full disk that one left a torn record and reported success for it,
+    and keeps its own buffer and offset, so nothing can cut its file back. Each epoch's records go in as one append;
+    one that fails is cut back off and raised as an OSError naming the file."""
+
     def __init__(self, logdir: Path):
-        self.writer = tf.summary.create_file_writer(str(logdir))
+        self.logdir = Path(logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.path: Path | None = None  # made by the first epoch, so a run stopped before one leaves no empty log
+        self.size = 0  # bytes of whole records in it
 
     def epoch(self, row: dict, images: dict[str, np.ndarray]) -> None:
         """Scalars of one history row and uint8 grid images, all at step = epoch number."""
-        with self.writer.as_default(step=row["epoch"]):
-            for name in SCALARS:
-                if name in row:
-                    tf.summary.scalar(name, row[name])
-            for name, grid in images.items():
-                tf.summary.image(name, grid[None])
-        self.writer.flush()
+        summary = summary_pb2.Summary()
+        for name in SCALARS:
+            if name in row:
+                summary.value.extend(scalar_pb(name, row[name]).value)
+        for name, grid in images.items():
+            png = io.BytesIO()
+            Image.fromarray(grid).save(png, format="PNG")
+            # tf.summary.image's layout: width, height, then the encoded images.
+            tensor = tensor_util.make_tensor_proto([str(grid.shape[1]).encode(), str(grid.shape[0]).encode(), png.getvalue()])
+            summary.value.add(tag=name, metadata=image_metadata.create_summary_metadata(None, None), tensor=tensor)
+        events = [event_pb2.Event(wall_time=time.time(), step=int(row["epoch"]), summary=summary)]
+        if self.path is None:
+            self.path = self.logdir / (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                                       f"{os.getpid()}.{next(_LOG_NUMBERS)}.v2")
+        if not self.size:
+            events.insert(0, event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        records = io.BytesIO()
+        framing = RecordWriter(records)
+        for event in events:
+            framing.write(event.SerializeToString())
+        self._append(records.getvalue())
+
+    def _append(self, data: bytes) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as e:
+            if self.size:
+                os.ftruncate(fd, self.size)
+            else:  # nothing whole in it: it was made for this append
+                self.path.unlink(missing_ok=True)
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
+        finally:
+            os.close(fd)
+        self.size += len(data)

@@ -1,7 +1,8 @@
 """The training run: data, model, one fit call per epoch, checkpoints, resume, and everything written after each epoch."""
 from __future__ import annotations
 
-import json
+import dataclasses
+import errno
 import math
 import shutil
 import tempfile
@@ -16,12 +17,12 @@ from vae.config import Config
 from vae.data.dataset import FaceSet, eval_batches, load_faces, train_batches
 from vae.data.decode import skipped_summary
 from vae.errors import Stopped, UserError
-from vae.files import write_text_atomic
-from vae.model.optimizer import current_learning_rate, make_optimizer
-from vae.model.prior import FIT_IMAGES, MixtureUnavailable, fit_mixture
-from vae.model.vae import VAE, load_vae
+from vae.files import atomic_path, write_text_atomic
+from vae.model.optimizer import DISCRIMINATOR_BETAS, current_learning_rate, make_optimizer, start_cycle
+from vae.model.vae import VAE, averaged_weights, load_vae, save_averaged
 from vae.pictures import save_png
-from vae.run import Run
+from vae.priors import DEFAULT, PriorUnavailable
+from vae.run import Run, TrainState, names_checksum
 from vae.training.callbacks import EpochAware, EpochBar, NonFiniteStop, StepCheckpoint, StopOnSignal, TimeBudget
 from vae.training.device import barrier, describe_device, is_chief, make_strategy, prefetch_device, resolve_jit, use_precision
 from vae.training.reporting import TensorBoardLog, epoch_grids, epoch_line, plot_history, say
@@ -29,6 +30,7 @@ from vae.training.reporting import TensorBoardLog, epoch_grids, epoch_line, plot
 GRID_SIZE = 64  # faces in each per-epoch sample grid
 PROBE_SIZE = 32  # fixed validation faces: the reconstruction grid, and the health check before each checkpoint
 BLOWUP = 10.0  # a loss this many times the untrained model's means the weights blew up, finite or not
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 PLOT_EVERY_S = 60  # the loss curve takes about half a second to draw on a small CPU: not after every short epoch
 
 
@@ -38,6 +40,10 @@ def train(cfg: Config, overwrite: bool = False) -> Run:
     try:
         trainer.start(overwrite)
         return trainer.run()
+    except OSError as e:
+        if e.errno not in DISK_FULL or not hasattr(trainer, "state"):
+            raise
+        raise UserError(trainer.disk_full(e)) from e
     finally:
         trainer.close()
 
@@ -77,14 +83,15 @@ class Trainer:
             self.own_run.start(cfg, overwrite=False)
         if resumed is not None:
             resumed = self.chief_run.resume_point(resumed, say)
-            say(f"resuming from epoch {resumed['epoch'] + 1}, step {resumed['step']}")
+            say(f"resuming from epoch {resumed.epoch + 1}, step {resumed.step}")
         say(describe_device(cfg.precision, cfg.jit_compile))
         self.mark("setup")
         self.faces = load_training_faces(cfg, self.own_run)
         self.mark("decoding")
+        if resumed is not None:
+            self.chief_run.check_data(resumed, self.faces.names)
         self.train_idx, self.val_idx = self.faces.split(cfg.val_split)
-        names = [self.faces.names[i] for i in self.val_idx]
-        write_text_atomic(self.own_run.split_file, json.dumps({"val_split": cfg.val_split, "validation": names}, indent=0))
+        self.own_run.write_split(cfg.val_split, self.faces.names, [self.faces.names[i] for i in self.val_idx])
         if len(self.train_idx) < cfg.batch_size:
             raise UserError(f"only {len(self.train_idx)} training images, fewer than --batch_size {cfg.batch_size}; "
                             "lower --batch_size")
@@ -101,31 +108,42 @@ class Trainer:
         if resumed is None:
             # The untrained model is the first good state: a run that diverges at once still leaves
             # a checkpoint and a loadable model behind.
-            self.state = {"epoch": 0, "step": 0, "history": [], "best_val_loss": None, "finished": None,
-                          "untrained_probe_loss": self.probe_loss()}
-            self.state["checkpoint"] = self.own_run.save_checkpoint(self.model, self.state)
+            fresh = TrainState(epoch=0, step=0, checkpoint="", history=[], best_val_loss=None,
+                               untrained_probe_loss=self.probe_loss(), data_files=names_checksum(self.faces.names))
+            self.state = self.own_run.save_checkpoint(self.model, fresh)
         else:
             self.state = resumed = self.load_checkpoint(resumed)
-            if resumed["step"] == 0 and resumed["history"]:
-                self.publish_epoch(resumed["history"][-1], catching_up=True)
+            if resumed.extends_under(cfg):
+                # A warm restart: the schedule's warm-up and decay begin again from here, over the epochs (or minutes) added.
+                self.state = dataclasses.replace(resumed, finished=None, complete=False, cycle_minutes=resumed.minutes,
+                                                 cycle_step=int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
+                say(f"extending the finished run ({resumed.finished}): the learning rate warms up and decays again "
+                    f"over the rest of --num_epochs {cfg.num_epochs}" + (f" or --max_minutes {cfg.max_minutes:g}"
+                                                                         if cfg.max_minutes else ""))
+            for optimizer in filter(None, (self.model.optimizer, self.model.disc_optimizer)):
+                start_cycle(optimizer, self.state.cycle_step)
+            if resumed.step == 0 and resumed.history:
+                self.publish_epoch(resumed.history[-1], catching_up=True)
+        self.state.data_files = names_checksum(self.faces.names)  # runs of earlier versions recorded none
+        self.minutes_before = self.state.minutes
         self.divergence = None  # what went wrong, once training is found diverged
         self.mark("model")
 
-    def load_checkpoint(self, state: dict) -> dict:
+    def load_checkpoint(self, state: TrainState) -> TrainState:
         """Load the checkpoint of `state` into the model; one that passes its checksum yet does not load falls back to the
         one before, as a damaged one does. Returns the state of the checkpoint loaded."""
         while True:
             try:
-                self.model.load_weights(self.chief_run.folder / state["checkpoint"])
+                self.model.load_weights(self.chief_run.folder / state.checkpoint)
                 return state
             except Exception as e:  # noqa: BLE001 - intact bytes that do not fit this model: Keras raises several types
-                reason = f"{Path(state['checkpoint']).name} does not load into the model ({str(e).splitlines()[0][:150]})"
-                older = self.chief_run.state_before(state["checkpoint"])
+                reason = f"{Path(state.checkpoint).name} does not load into the model ({str(e).splitlines()[0][:150]})"
+                older = self.chief_run.state_before(state.checkpoint)
                 if older is None:
                     raise UserError(f"no checkpoint loads: {reason}; pass --overwrite to start over") from e
-                say(f"warning: checkpoint {reason}; resuming from the one before it, {Path(older['checkpoint']).name}")
+                say(f"warning: checkpoint {reason}; resuming from the one before it, {Path(older.checkpoint).name}")
                 state = self.chief_run.resume_point(older, say)
-                say(f"resuming from epoch {state['epoch'] + 1}, step {state['step']}")
+                say(f"resuming from epoch {state.epoch + 1}, step {state.step}")
 
     def close(self) -> None:
         """Release the run folder (and remove a worker's scratch folder)."""
@@ -138,29 +156,30 @@ class Trainer:
     def run(self) -> Run:
         cfg, state = self.cfg, self.state
         def steps_done(epoch):  # of `epoch`, before its fit call: those of an interrupted epoch, else none
-            return self.state["step"] if epoch == self.state["epoch"] else 0
+            return self.state.step if epoch == self.state.epoch else 0
 
         self.position = EpochAware(steps_done)
         self.nonfinite = NonFiniteStop(steps_done, cfg.max_bad_steps)
-        self.budget = TimeBudget(steps_done, cfg.max_minutes, self.started)
+        self.budget = TimeBudget(steps_done, cfg.max_minutes, self.minutes_trained, state.cycle_minutes)
         self.signals = StopOnSignal(steps_done, self.steps, self.checkpoint)
         self.signals.install()
         self.step_callbacks = [self.position, EpochBar(steps_done, self.steps, cfg.num_epochs),
                                StepCheckpoint(steps_done, cfg.save_every_steps, self.steps, self.checkpoint), self.nonfinite,
                                self.budget, self.signals]
         self.val_ds = eval_batches(self.faces, self.val_idx, cfg.batch_size)
-        epoch, step = state["epoch"], state["step"]
+        epoch, step = state.epoch, state.step
         if step and epoch < cfg.num_epochs:
             # The rest of an interrupted epoch on its own: Keras counts the same steps in every epoch of one fit call.
             self.fit(epoch, step, 1)
             epoch += 1
-        if epoch < cfg.num_epochs and not state["finished"]:
+        if epoch < cfg.num_epochs and not self.state.finished:
             self.fit(epoch, 0, cfg.num_epochs - epoch)
         if self.scratch is None:
-            self.fit_mixture()
-            self.mark("mixture fit")
+            self.complete()
+            self.mark("prior fit")
+        state = self.state
         where = f"models in {self.own_run.folder}" if self.scratch is None else f"the chief wrote the models to {self.cfg.out}"
-        say(f"done: {state['finished']}; best validation loss {state['best_val_loss']:.2f}; {where}")
+        say(f"done: {state.finished}; best validation loss {state.best_val_loss:.2f}; {where}")
         say("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds_by_phase.items()))
         return self.own_run
 
@@ -193,7 +212,8 @@ class Trainer:
         if self.signals.received and self.position.last_step < self.steps:  # checkpointed at that step
             raise Stopped(f"stopped by {self.signals.received} at epoch {epoch + 1}, step {self.position.last_step}; "
                           "rerun to resume", self.signals.number)
-        val_logs = self.model.evaluate(self.val_ds, return_dict=True, verbose=0)
+        with averaged_weights(self.model):  # validation, model_best and the grids judge the averages (--ema_decay)
+            val_logs = self.model.evaluate(self.val_ds, return_dict=True, verbose=0)
         if not self.healthy(val_logs["recon"] + cfg.beta * val_logs["kl"]):
             self.divergence = f"training stopped after epoch {epoch + 1}: the validation loss is {val_logs['loss']:.4g}"
             raise UserError(self.diverged())
@@ -204,19 +224,18 @@ class Trainer:
             **{f"val_{k}": float(v) for k, v in val_logs.items()},
             "learning_rate": current_learning_rate(self.model.optimizer),
             "seconds": round(seconds, 2),
-            "images_per_second": round((self.position.last_step - state["step"]) * cfg.batch_size / seconds, 1),
+            "images_per_second": round((self.position.last_step - state.step) * cfg.batch_size / seconds, 1),
         }
-        state["history"].append(row)
-        if state["best_val_loss"] is None or row["val_loss"] < state["best_val_loss"]:
-            state["best_val_loss"] = row["val_loss"]
-        state.update(epoch=epoch + 1, step=0, finished=finish_reason(cfg, state["history"], epoch, self.budget.exhausted))
+        state.end_epoch(row)
+        state.finished = state.finish_reason(cfg, self.budget.exhausted)
+        state.minutes = self.minutes_trained()
         self.mark("validation")
-        state["checkpoint"] = self.own_run.save_checkpoint(self.model, state)
+        self.state = state = self.own_run.save_checkpoint(self.model, state)
         self.mark("checkpoints")
         self.publish_epoch(row)
         self.mark("grids, history, plots")
         say(epoch_line(row, cfg.num_epochs))
-        if state["finished"]:
+        if state.finished:
             self.model.stop_training = True
         elif self.signals.received:
             raise Stopped(f"stopped by {self.signals.received} after epoch {epoch + 1}; rerun to resume", self.signals.number)
@@ -225,44 +244,63 @@ class Trainer:
         """What a finished epoch leaves beside its checkpoint: model_last and (if best) model_best, the grids, TensorBoard,
         history and loss curve. Idempotent, so a resumed run redoes what a kill cut short."""
         state, out = self.state, self.own_run
-        checkpoint = out.folder / state["checkpoint"]
+        checkpoint = out.folder / state.checkpoint
         if checkpoint.suffix == ".keras":  # an earlier version's .weights.h5 checkpoint came with its models written
-            out.link_model(checkpoint, out.last_model)
-            if row["val_loss"] == state["best_val_loss"]:
-                out.link_model(checkpoint, out.best_model)
+            best = row["val_loss"] == state.best_val_loss
+            if self.model.averages:  # the checkpoint holds the raw weights; readers get the averages
+                out.record(out.last_model, out.best_model)
+                with atomic_path(out.last_model) as tmp:
+                    save_averaged(self.model, tmp)
+                if best:
+                    out.link_model(out.last_model, out.best_model)
+            else:
+                out.link_model(checkpoint, out.last_model)
+                if best:
+                    out.link_model(checkpoint, out.best_model)
         names = [f"{folder}/epoch_{row['epoch']:03d}.png" for folder in ("samples", "reconstructions")]
         if not catching_up or not all((out.folder / n).exists() for n in names[: 1 + bool(len(self.probe))]):
-            grids = epoch_grids(self.model, self.fixed_z, self.probe)
+            with averaged_weights(self.model):
+                grids = epoch_grids(self.model, self.fixed_z, self.probe)
             for name, grid in grids.items():
+                out.record(out.folder / name / f"epoch_{row['epoch']:03d}.png")
                 save_png(grid, out.folder / name / f"epoch_{row['epoch']:03d}.png", min_side=256)
             self.tensorboard.epoch(row, grids)
-        out.write_history(state["history"])
-        if catching_up or state["finished"] or time.monotonic() - self.plotted >= PLOT_EVERY_S:
-            plot_history(state["history"], out.loss_curve)
+            out.record(*(p for p in out.logs.rglob("*") if p.is_file()))
+        out.write_history(state.history)
+        if catching_up or state.finished or time.monotonic() - self.plotted >= PLOT_EVERY_S:
+            out.record(out.loss_curve)
+            plot_history(state.history, out.loss_curve)
             self.plotted = time.monotonic()
         elif not self.plot_spaced:
             say(f"note: epochs are short, so loss_curve.png is redrawn at most every {PLOT_EVERY_S} s and at the end "
                 "(history.csv and TensorBoard get every epoch)")
             self.plot_spaced = True
 
-    def fit_mixture(self) -> None:
-        """The latent mixture of sample.py --prior gmm, fitted now while the training faces are decoded."""
-        best = self.chief_run.best_model
-        say(f"fitting the latent mixture of sample.py --prior gmm on {min(FIT_IMAGES, len(self.train_idx))} training images")
-        # Readers load the model in float32 whatever precision it trained in: fit the latents they will see.
-        keras.config.set_dtype_policy("float32")
-        model = load_vae(best)
-        try:
-            fit_mixture(model, self.faces, self.train_idx, progress=False).save(self.chief_run.mixture_file_of(best))
-        except MixtureUnavailable as e:
-            say(f"note: {e}; sample.py will draw from N(0, I)")
+    def complete(self) -> None:
+        """What finishes a run after its last epoch: the prior sample.py uses by default, fitted for model_best while the
+        training faces are decoded and tied to its bytes; then the state says the run is complete."""
+        run, best = self.chief_run, self.chief_run.best_model
+        if run.saved_prior(DEFAULT, best) is None:
+            say(f"fitting the {DEFAULT.name} prior of sample.py on the {len(self.train_idx)} training images")
+            # Readers load the model in float32 whatever precision it trained in: fit the latents they will see.
+            keras.config.set_dtype_policy("float32")
+            try:
+                run.save_prior(DEFAULT.fit(load_vae(best), self.faces, self.train_idx, progress=False), best)
+            except PriorUnavailable as e:
+                say(f"note: {e}; sample.py will draw from N(0, I)")
+        self.state.complete = True
+        run.save_state(self.state)
+
+    def minutes_trained(self) -> float:
+        """Wall-clock minutes of train.py on this run: those of earlier processes, and this one's so far."""
+        return self.minutes_before + (time.monotonic() - self.started) / 60.0
 
     def probe_loss(self) -> float:
         """Loss of the fixed validation faces through the posterior means: cheap, deterministic, no metric side effects."""
         return float(keras.ops.convert_to_numpy(self.model.deterministic_loss(self.probe)))
 
     def healthy(self, loss: float) -> bool:
-        return math.isfinite(loss) and loss < BLOWUP * self.state["untrained_probe_loss"]
+        return math.isfinite(loss) and loss < BLOWUP * self.state.untrained_probe_loss
 
     def checkpoint(self, epoch: int, step: int) -> None:
         """A mid-epoch checkpoint, only of weights that pass the health check; otherwise stop as diverged."""
@@ -272,17 +310,23 @@ class Trainer:
                            f"the loss of {len(self.probe)} validation faces is {loss:.4g}")
             self.model.stop_training = True
             return
-        self.own_run.save_checkpoint(self.model, {**self.state, "epoch": epoch, "step": step})
+        self.own_run.save_checkpoint(self.model, dataclasses.replace(self.state.at(epoch, step), minutes=self.minutes_trained()))
+
+    def disk_full(self, error: OSError) -> str:
+        """The message for a write that found the disk full: the path, and the checkpoint a rerun resumes from."""
+        saved = self.own_run.read_state()
+        return (f"{error.strerror.lower()} writing {error.filename}; the last checkpoint ({saved.checkpoint}: epoch "
+                f"{saved.epoch + 1}, step {saved.step}) is intact: free space and rerun to resume from it")
 
     def diverged(self) -> str:
         """The message for a run that blew up; the last checkpoint (healthy by construction) stays as it is."""
         saved = self.own_run.read_state()
         lr = self.cfg.learning_rate
         if not self.own_run.last_model.exists():
-            self.own_run.link_model(self.own_run.folder / saved["checkpoint"], self.own_run.last_model)
+            self.own_run.link_model(self.own_run.folder / saved.checkpoint, self.own_run.last_model)
         return (
             f"{self.divergence}; the learning rate {lr:g} is likely too high. The last good checkpoint "
-            f"({saved['checkpoint']}: epoch {saved['epoch'] + 1}, step {saved['step']}) is intact and "
+            f"({saved.checkpoint}: epoch {saved.epoch + 1}, step {saved.step}) is intact and "
             f"{self.own_run.last_model} loads: rerun with --learning_rate {1e-3 if lr > 1e-3 else lr / 10:g} to resume from it"
         )
 
@@ -297,6 +341,7 @@ def load_training_faces(cfg: Config, out: Run) -> FaceSet:
         source = Path(cfg.data)
     faces = load_faces(source, cfg.image_size, exclude=[out.folder])  # an --out inside --data holds outputs, not faces
     if faces.skipped:
+        out.record(out.skipped_file)
         write_text_atomic(out.skipped_file, "".join(f"{n}\t{w}\n" for n, w in faces.skipped))
         summary = skipped_summary(faces.skipped, len(faces) + len(faces.skipped))
         say(f"warning: {summary} (list in {out.skipped_file})")
@@ -304,7 +349,8 @@ def load_training_faces(cfg: Config, out: Run) -> FaceSet:
 
 
 def build_model(cfg: Config, steps_per_epoch: int, strategy: tf.distribute.Strategy | None = None) -> VAE:
-    """The compiled VAE, its optimizer built, inside the strategy's scope (default: the one --strategy names)."""
+    """The compiled VAE, its optimizers built, inside the strategy's scope (default: the one --strategy names)."""
+
     keras.utils.set_random_seed(cfg.seed)
     policy = use_precision(cfg.precision)
     with (strategy or make_strategy(cfg.strategy)).scope():
@@ -318,31 +364,21 @@ def build_model(cfg: Config, steps_per_epoch: int, strategy: tf.distribute.Strat
             kl_warmup_steps=int(round(cfg.kl_warmup_epochs * steps_per_epoch)),
             free_bits=cfg.free_bits,
             seed=cfg.seed,
+            frequency_weight=cfg.frequency_weight,
+            adversarial_weight=cfg.adversarial_weight,
+            adversarial_start_steps=int(round(cfg.adversarial_start_epochs * steps_per_epoch)),
+            disc_augment=cfg.disc_augment,
+            ema_decay=cfg.ema_decay,
         )
+        schedule = dict(total_steps=cfg.num_epochs * steps_per_epoch, warmup_steps=cfg.lr_warmup_steps,
+                        schedule=cfg.lr_schedule, clipnorm=cfg.clipnorm, loss_scaling=policy == "mixed_float16")
+        disc_optimizer = make_optimizer(cfg.disc_learning_rate or cfg.learning_rate, **schedule,
+                                        betas=DISCRIMINATOR_BETAS) if cfg.adversarial_weight else None
         model.compile(
-            optimizer=make_optimizer(
-                cfg.learning_rate,
-                total_steps=cfg.num_epochs * steps_per_epoch,
-                warmup_steps=cfg.lr_warmup_steps,
-                schedule=cfg.lr_schedule,
-                clipnorm=cfg.clipnorm,
-                loss_scaling=policy == "mixed_float16",
-                loss_terms=cfg.image_size**2 * 3,
-            ),
+            optimizer=make_optimizer(cfg.learning_rate, **schedule, loss_terms=cfg.image_size**2 * 3),
+            disc_optimizer=disc_optimizer,
             jit_compile=resolve_jit(cfg.jit_compile),
             steps_per_execution=cfg.steps_per_execution,
         )
-        model.optimizer.build(model.trainable_weights)
+        model.build_optimizers()
     return model
-
-
-def finish_reason(cfg: Config, history: list[dict], epoch: int, budget_spent: bool) -> str | None:
-    if budget_spent:
-        return f"time budget of {cfg.max_minutes:g} minutes spent in epoch {epoch + 1}"
-    if epoch + 1 >= cfg.num_epochs:
-        return f"trained {cfg.num_epochs} epochs"
-    if cfg.early_stopping:
-        best = int(np.argmin([r["val_loss"] for r in history]))
-        if len(history) - 1 - best >= cfg.early_stopping:
-            return f"early stopping: validation loss has not improved for {cfg.early_stopping} epochs"
-    return None

@@ -1,12 +1,10 @@
 // The latent explorer's page: asks the server (vae/app/server.py) for faces and keeps the current latent in the URL.
-"use strict";
+// What it shares with the exported page (messages, face codes, sliders, the address) is in faces.js.
+import { $, GRID, clearMessage, currentFace, gridSettings, liveView, pickable, showMessage, showRunInfo, start }
+  from "./faces.js";
 
-const $ = (id) => document.getElementById(id);
-const GRID = 16;
-const SPAN = 3; // sliders reach this many standard deviations either way
-
-let info = null;
-const state = { grid: [], base: null, offsets: [], z: null, image: null, a: null, b: null, morph: null, upload: null };
+let info = null, current = null; // the model's description (/api/info) and the current face (faces.js), once loaded
+const state = { grid: [], image: null, a: null, b: null, morph: null, upload: null };
 
 // ---- talking to the server -------------------------------------------------------------------
 
@@ -25,69 +23,10 @@ async function api(path, body) {
   return data;
 }
 
-// A live view: at most one request in flight; while it runs, only the newest next request waits, and an
-// answer older than what is already shown is dropped. Dragging a slider so never builds a queue.
-function liveView(path) {
-  let issued = 0, shown = 0, busy = false, waiting = null;
-  async function send(job) {
-    busy = true;
-    try {
-      const data = await api(path, job.body);
-      if (job.version > shown) { shown = job.version; job.show(data); }
-    } catch (e) {
-      if (job.version > shown) showMessage(e.message);
-    } finally {
-      busy = false;
-      if (waiting) { const next = waiting; waiting = null; send(next); }
-    }
-  }
-  return {
-    request(body, show) {
-      const job = { version: ++issued, body, show };
-      if (busy) waiting = job; else send(job);
-    },
-    supersede() { shown = ++issued; waiting = null; }, // something newer was shown without asking
-  };
-}
-
-const faceView = liveView("/api/decode");
-const morphView = liveView("/api/morph");
-
-// ---- messages ----------------------------------------------------------------------------------
-
-function showMessage(text) {
-  $("message-text").textContent = text;
-  $("message").hidden = false;
-}
-
-function clearMessage() { $("message").hidden = true; }
-
-// ---- face codes: base64url of the latent's float32 bytes (little-endian) --------------------------
-
-function encodeLatent(z) {
-  const view = new DataView(new ArrayBuffer(4 * z.length));
-  z.forEach((v, i) => view.setFloat32(4 * i, v, true));
-  let text = "";
-  new Uint8Array(view.buffer).forEach((b) => { text += String.fromCharCode(b); });
-  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
-
-function decodeLatent(code) {
-  if (!/^[A-Za-z0-9_-]+$/.test(code)) throw new Error("it is empty or holds characters other than A-Z a-z 0-9 - _");
-  let bytes;
-  try {
-    bytes = atob(code.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (code.length % 4)) % 4));
-  } catch (e) {
-    throw new Error("it is not valid base64url");
-  }
-  if (bytes.length !== 4 * info.latent_dim) {
-    throw new Error(`it holds ${bytes.length} bytes, and a face of this model takes ${4 * info.latent_dim}`);
-  }
-  const view = new DataView(Uint8Array.from(bytes, (c) => c.charCodeAt(0)).buffer);
-  const z = Array.from({ length: info.latent_dim }, (_, i) => view.getFloat32(4 * i, true));
-  if (!z.every(Number.isFinite)) throw new Error("it holds numbers that are not finite");
-  return z;
-}
+// Live views of the server's answers (faces.js): dragging a slider never builds a queue of requests.
+const served = (path) => liveView((body) => api(path, body), (e) => showMessage(e.message));
+const faceView = served("/api/decode");
+const morphView = served("/api/morph");
 
 // ---- the current face ----------------------------------------------------------------------------
 
@@ -97,79 +36,26 @@ function showFace(image) {
   $("download").href = image;
 }
 
-function recordLatent(z) {
-  state.z = z;
-  const code = encodeLatent(z);
-  $("code").value = code;
-  $("download").download = `face-${code.slice(0, 8)}.png`;
-  history.replaceState(null, "", `#z=${code}`); // replaces: a slider drag must not fill the history
-}
+const decodeFace = (z) => faceView.request({ z }, (d) => showFace(d.image));
 
-// A new face to steer from; with its image it shows at once, else it is decoded.
-function setCurrent(z, image) {
-  state.base = z.slice();
-  state.offsets = state.offsets.map(() => 0);
-  document.querySelectorAll("#sliders input").forEach((s) => { s.value = 0; updateSliderText(s); });
-  recordLatent(z);
-  if (image) { faceView.supersede(); showFace(image); } else faceView.request({ z }, (d) => showFace(d.image));
-}
-
-function steered() {
-  const z = state.base.slice();
-  state.offsets.forEach((offset, k) => {
-    const step = offset * info.sigmas[k];
-    info.directions[k].forEach((u, i) => { z[i] += step * u; });
-  });
-  return z;
-}
-
-function updateSliderText(slider) {
-  const v = Number(slider.value);
-  slider.parentElement.querySelector("output").textContent = `${v >= 0 ? "+" : "−"}${Math.abs(v).toFixed(2)}σ`;
-}
-
-function buildSliders() {
-  const box = $("sliders");
-  state.offsets = info.labels.map(() => 0);
-  info.labels.forEach((label, k) => {
-    const row = document.createElement("label");
-    row.className = "slider";
-    row.innerHTML = `<span class="name"></span><input type="range" min="${-SPAN}" max="${SPAN}" step="0.05" value="0"><output></output>`;
-    row.querySelector(".name").textContent = label;
-    const slider = row.querySelector("input");
-    slider.dataset.index = k;
-    slider.addEventListener("input", () => {
-      state.offsets[k] = Number(slider.value);
-      updateSliderText(slider);
-      const z = steered();
-      recordLatent(z);
-      faceView.request({ z }, (d) => showFace(d.image));
-    });
-    updateSliderText(slider);
-    box.appendChild(row);
-  });
+// A face opened to steer from: with its image it shows at once, else it is decoded.
+function openFace(z, image) {
+  if (image) { faceView.supersede(); showFace(image); } else decodeFace(z);
 }
 
 // ---- the grid ------------------------------------------------------------------------------------
 
 async function reroll() {
-  const seed = Number($("seed").value), temperature = Number($("temperature").value);
-  if (!Number.isInteger(seed) || seed < 0) return showMessage("the seed must be a whole number of at least 0");
-  if (!(temperature > 0 && temperature <= 10)) return showMessage("the temperature must be a number above 0, at most 10");
-  const data = await api("/api/sample", { seed, temperature, num: GRID });
+  const settings = gridSettings();
+  if (!settings) return;
+  const data = await api("/api/sample", { ...settings, num: GRID });
   state.grid = data.latents.map((z, i) => ({ z, image: data.faces[i] }));
-  const grid = $("grid");
-  grid.replaceChildren(...state.grid.map((face, i) => {
+  $("grid").replaceChildren(...state.grid.map((face, i) => {
     const img = document.createElement("img");
     img.className = "pixelated";
     img.src = face.image;
     img.alt = `random face ${i + 1}`;
-    img.title = "steer this face";
-    img.tabIndex = 0;
-    const pick = () => { clearMessage(); setCurrent(face.z, face.image); };
-    img.addEventListener("click", pick);
-    img.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") pick(); });
-    return img;
+    return pickable(img, () => current.open(face.z, face.image));
   }));
 }
 
@@ -216,31 +102,7 @@ async function upload() {
   }
 }
 
-// ---- the address --------------------------------------------------------------------------------
-
-// The face in the address, if any: true when one was opened; a malformed one is reported, not thrown.
-function openFromAddress(fallback) {
-  const match = location.hash.match(/^#z=(.*)$/);
-  if (!match) return false;
-  try {
-    setCurrent(decodeLatent(decodeURIComponent(match[1])));
-    clearMessage();
-    return true;
-  } catch (e) {
-    showMessage(`The face code in this link cannot be read: ${e.message}. ${fallback}`);
-    return false;
-  }
-}
-
-function openCode() {
-  const code = $("code").value.trim().replace(/^.*#z=/, "");
-  try {
-    setCurrent(decodeLatent(code));
-    clearMessage();
-  } catch (e) {
-    showMessage(`That face code cannot be read: ${e.message}.`);
-  }
-}
+// ---- the link ------------------------------------------------------------------------------------
 
 async function copyLink() {
   try {
@@ -256,42 +118,25 @@ async function copyLink() {
 // ---- start ---------------------------------------------------------------------------------------
 
 function wire() {
-  $("message-close").addEventListener("click", clearMessage);
-  $("reroll").addEventListener("click", () => {
-    $("seed").value = Number($("seed").value) + 1;
-    reroll().catch((e) => showMessage(e.message));
-  });
-  ["seed", "temperature"].forEach((id) => $(id).addEventListener("change", () => reroll().catch((e) => showMessage(e.message))));
-  $("reset").addEventListener("click", () => setCurrent(state.base, null));
-  $("to-a").addEventListener("click", () => setEnd("a", state));
-  $("to-b").addEventListener("click", () => setEnd("b", state));
+  const shown = () => ({ z: current.z, image: state.image });
+  $("to-a").addEventListener("click", () => setEnd("a", shown()));
+  $("to-b").addEventListener("click", () => setEnd("b", shown()));
   $("morph-t").addEventListener("input", morph);
-  $("morph-use").addEventListener("click", () => { if (state.morph) setCurrent(state.morph.z, state.morph.image); });
+  $("morph-use").addEventListener("click", () => { if (state.morph) current.open(state.morph.z, state.morph.image); });
   $("file").addEventListener("change", upload);
-  $("upload-use").addEventListener("click", () => setCurrent(state.upload.z, state.upload.image));
+  $("upload-use").addEventListener("click", () => current.open(state.upload.z, state.upload.image));
   $("upload-a").addEventListener("click", () => setEnd("a", state.upload));
   $("upload-b").addEventListener("click", () => setEnd("b", state.upload));
-  $("open-code").addEventListener("click", openCode);
-  $("code").addEventListener("keydown", (e) => { if (e.key === "Enter") openCode(); });
   $("copy").addEventListener("click", copyLink);
-  window.addEventListener("hashchange", () => openFromAddress("The current face stays."));
 }
 
-async function start() {
-  wire();
-  try {
-    info = await api("/api/info");
-    $("run-info").textContent = `${info.name}: ${info.image_size} px faces, latent dimension ${info.latent_dim}, `
-      + `random faces from ${info.prior === "normal" ? "N(0, I)" : `the run's latent mixture (${info.prior})`}`;
-    buildSliders();
-    await reroll();
-    if (!openFromAddress("Showing a random face instead.")) setCurrent(state.grid[0].z, state.grid[0].image);
-    setEnd("a", state.grid[0]);
-    setEnd("b", state.grid[1]);
-    document.body.dataset.ready = "true";
-  } catch (e) {
-    showMessage(`The page could not start: ${e.message}`);
-  }
-}
-
-start();
+wire();
+start(reroll, async () => {
+  info = await api("/api/info");
+  showRunInfo(info, info.prior === "normal" ? "N(0, I)" : `the run's latent mixture (${info.prior})`);
+  current = currentFace({ ...info, dim: info.latent_dim }, openFace, decodeFace);
+  await reroll();
+  if (!current.openAddress("Showing a random face instead.")) current.open(state.grid[0].z, state.grid[0].image);
+  setEnd("a", state.grid[0]);
+  setEnd("b", state.grid[1]);
+});

@@ -1,18 +1,14 @@
 // The exported page: decodes faces in the browser with onnxruntime-web (decoder.onnx), samples the run's prior
 // (model.json) with a seeded generator, and keeps the current face's latent in the URL. Loads nothing from elsewhere.
-"use strict";
+// What it shares with the latent explorer's page (messages, face codes, sliders, the address) is in faces.js, which the
+// web export copies beside it.
+import { $, GRID, currentFace, encodeLatent, gridSettings, liveView, pickable, showMessage, showRunInfo, start }
+  from "./faces.js";
 
-const $ = (id) => document.getElementById(id);
-const GRID = 16;
-const SPAN = 3; // sliders reach this many standard deviations either way
-
-let info = null, session = null;
-const state = { grid: [], base: null, offsets: [], z: null };
+let info = null, session = null, current = null; // model.json, the decoder's session, the current face (faces.js)
+let grid = []; // the grid's latents
 // What tests and curious visitors can read: milliseconds from navigation start to the first grid, and per slider move.
 const timings = { firstGrid: null, moves: [] };
-
-function showMessage(text) { $("message-text").textContent = text; $("message").hidden = false; }
-function clearMessage() { $("message").hidden = true; }
 
 // ---- loading -------------------------------------------------------------------------------------
 
@@ -56,24 +52,12 @@ function draw(canvas, pixels, index) {
   canvas.getContext("2d").putImageData(image, 0, 0);
 }
 
-// At most one decode of the current face in flight; while it runs only the newest request waits, so dragging
-// a slider never builds a queue.
-const faceView = (() => {
-  let busy = false, waiting = null;
-  async function send(job) {
-    busy = true;
-    try {
-      draw($("face"), await decode([job.z]), 0);
-      showDrawn(job.started);
-    } catch (e) {
-      showMessage(`decoding failed: ${e.message}`);
-    } finally {
-      busy = false;
-      if (waiting) { const next = waiting; waiting = null; send(next); }
-    }
-  }
-  return { request(z, started) { const job = { z, started }; if (busy) waiting = job; else send(job); } };
-})();
+// At most one decode of the current face in flight (faces.js): dragging a slider never builds a queue.
+const faceView = liveView((z) => decode([z]), (e) => showMessage(`decoding failed: ${e.message}`));
+
+function drawFace(z, started) {
+  faceView.request(z, (pixels) => { draw($("face"), pixels, 0); showDrawn(started); });
+}
 
 function showDrawn(started) {
   $("download").href = $("face").toDataURL("image/png");
@@ -131,167 +115,38 @@ function samplePrior(num, seed, temperature) {
   return latents;
 }
 
-// ---- face codes: base64url of the latent's float32 bytes (little-endian), as in the latent explorer ---------
-
-function encodeLatent(z) {
-  const bytes = new Uint8Array(new Float32Array(z).buffer);
-  let text = "";
-  bytes.forEach((b) => { text += String.fromCharCode(b); });
-  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
-
-function decodeLatent(code) {
-  if (!/^[A-Za-z0-9_-]+$/.test(code)) throw new Error("it is empty or holds characters other than A-Z a-z 0-9 - _");
-  let bytes;
-  try {
-    bytes = atob(code.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (code.length % 4)) % 4));
-  } catch (e) {
-    throw new Error("it is not valid base64url");
-  }
-  if (bytes.length !== 4 * info.latent_dim) {
-    throw new Error(`it holds ${bytes.length} bytes, and a face of this model takes ${4 * info.latent_dim}`);
-  }
-  const z = Array.from(new Float32Array(Uint8Array.from(bytes, (c) => c.charCodeAt(0)).buffer));
-  if (!z.every(Number.isFinite)) throw new Error("it holds numbers that are not finite");
-  return z;
-}
-
-// ---- the current face and its sliders --------------------------------------------------------------
-
-function recordLatent(z) {
-  state.z = z;
-  const code = encodeLatent(z);
-  $("code").value = code;
-  $("download").download = `face-${code.slice(0, 8)}.png`;
-  history.replaceState(null, "", `#z=${code}`); // replaces: a slider drag must not fill the history
-}
-
-function setCurrent(z) {
-  state.base = z.slice();
-  state.offsets = state.offsets.map(() => 0);
-  document.querySelectorAll("#sliders input").forEach((s) => { s.value = 0; sliderText(s); });
-  recordLatent(z);
-  faceView.request(z);
-}
-
-function steered() {
-  const z = state.base.slice(), prior = info.prior;
-  state.offsets.forEach((offset, k) => {
-    const step = offset * prior.sigmas[k];
-    prior.directions[k].forEach((u, i) => { z[i] += step * u; });
-  });
-  return z;
-}
-
-function sliderText(slider) {
-  const v = Number(slider.value);
-  slider.parentElement.querySelector("output").textContent = `${v >= 0 ? "+" : "−"}${Math.abs(v).toFixed(2)}σ`;
-}
-
-function buildSliders() {
-  state.offsets = info.prior.labels.map(() => 0);
-  $("sliders").replaceChildren(...info.prior.labels.map((label, k) => {
-    const row = document.createElement("label");
-    row.className = "slider";
-    row.innerHTML = `<span class="name"></span><input type="range" min="${-SPAN}" max="${SPAN}" step="0.05" value="0"><output></output>`;
-    row.querySelector(".name").textContent = label;
-    const slider = row.querySelector("input");
-    slider.dataset.index = k;
-    slider.addEventListener("input", () => {
-      const started = performance.now();
-      state.offsets[k] = Number(slider.value);
-      sliderText(slider);
-      const z = steered();
-      recordLatent(z);
-      faceView.request(z, started);
-    });
-    sliderText(slider);
-    return row;
-  }));
-}
-
 // ---- the grid ------------------------------------------------------------------------------------
 
 async function reroll() {
-  const seed = Number($("seed").value), temperature = Number($("temperature").value);
-  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) return showMessage("the seed must be a whole number from 0 to 4294967295");
-  if (!(temperature > 0 && temperature <= 10)) return showMessage("the temperature must be a number above 0, at most 10");
-  const latents = samplePrior(GRID, seed, temperature), pixels = await decode(latents);
-  state.grid = latents;
+  const settings = gridSettings(2 ** 32 - 1);
+  if (!settings) return;
+  const latents = samplePrior(GRID, settings.seed, settings.temperature), pixels = await decode(latents);
+  grid = latents;
   $("grid").replaceChildren(...latents.map((z, i) => {
     const canvas = document.createElement("canvas");
     draw(canvas, pixels, i);
     canvas.dataset.code = encodeLatent(z);
-    canvas.title = "steer this face";
-    canvas.tabIndex = 0;
     canvas.setAttribute("role", "button");
     canvas.setAttribute("aria-label", `random face ${i + 1}`);
-    const pick = () => {
-      clearMessage();
+    return pickable(canvas, () => {
       document.querySelectorAll("#grid canvas").forEach((c) => c.classList.toggle("picked", c === canvas));
-      setCurrent(z);
-    };
-    canvas.addEventListener("click", pick);
-    canvas.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") pick(); });
-    return canvas;
+      current.open(z);
+    });
   }));
-}
-
-// ---- the address ---------------------------------------------------------------------------------
-
-function openFromAddress(fallback) {
-  const match = location.hash.match(/^#z=(.*)$/);
-  if (!match) return false;
-  try {
-    setCurrent(decodeLatent(decodeURIComponent(match[1])));
-    return true;
-  } catch (e) {
-    showMessage(`The face code in this link cannot be read: ${e.message}. ${fallback}`);
-    return false;
-  }
-}
-
-function openCode() {
-  try {
-    setCurrent(decodeLatent($("code").value.trim().replace(/^.*#z=/, "")));
-    clearMessage();
-  } catch (e) {
-    showMessage(`That face code cannot be read: ${e.message}.`);
-  }
 }
 
 // ---- start ---------------------------------------------------------------------------------------
 
-function wire() {
-  const again = () => reroll().catch((e) => showMessage(e.message));
-  $("message-close").addEventListener("click", clearMessage);
-  $("reroll").addEventListener("click", () => { $("seed").value = Number($("seed").value) + 1; again(); });
-  ["seed", "temperature"].forEach((id) => $(id).addEventListener("change", again));
-  $("reset").addEventListener("click", () => setCurrent(state.base));
-  $("open-code").addEventListener("click", openCode);
-  $("code").addEventListener("keydown", (e) => { if (e.key === "Enter") openCode(); });
-  window.addEventListener("hashchange", () => { if (location.hash !== `#z=${encodeLatent(state.z)}`) openFromAddress("The current face stays."); });
-}
-
-async function start() {
-  wire();
-  try {
-    if (typeof ort === "undefined") throw new Error("ort.wasm.min.js (the ONNX runtime) did not load");
-    if (typeof DecompressionStream === "undefined") throw new Error("this browser lacks DecompressionStream; use a current one");
-    info = await (await fetchOk("model.json")).json();
-    if (info.prior.kind === "mixture") info.prior.lower = unpackTriangles(info.prior.cholesky, info.prior.weights.length);
-    await loadRuntime();
-    $("run-info").textContent = `${info.name}: ${info.image_size} px faces, latent dimension ${info.latent_dim}, `
-      + `random faces from ${info.prior.name}; decoded here by ${info.runtime}`;
-    buildSliders();
-    await reroll();
-    timings.firstGrid = performance.now();
-    if (!openFromAddress("Showing a random face instead.")) setCurrent(state.grid[0]);
-    document.body.dataset.ready = "true";
-  } catch (e) {
-    showMessage(`The page could not start: ${e.message}`);
-  }
-}
-
 window.facePage = { samplePrior, decode, encodeLatent, timings };
-start();
+start(reroll, async () => {
+  if (typeof ort === "undefined") throw new Error("ort.wasm.min.js (the ONNX runtime) did not load");
+  if (typeof DecompressionStream === "undefined") throw new Error("this browser lacks DecompressionStream; use a current one");
+  info = await (await fetchOk("model.json")).json();
+  if (info.prior.kind === "mixture") info.prior.lower = unpackTriangles(info.prior.cholesky, info.prior.weights.length);
+  await loadRuntime();
+  showRunInfo(info, `${info.prior.name}; decoded here by ${info.runtime}`);
+  current = currentFace({ ...info.prior, dim: info.latent_dim }, drawFace, drawFace);
+  await reroll();
+  timings.firstGrid = performance.now();
+  if (!current.openAddress("Showing a random face instead.")) current.open(grid[0]);
+});
