@@ -1,5 +1,5 @@
 """Evaluate a trained VAE on a folder (default: its run's validation split): L1, PSNR, SSIM, bits/dim, KL, active units, SWD."""
-from vae.cli import add_model_flags, add_prior_flag, make_parser, positive_float, positive_int, run, seed_int
+from vae.cli import add_model_flags, add_prior_flag, invoke, make_parser, positive_float, positive_int, seed_int
 from vae.priors import DEFAULT, PRIORS
 
 
@@ -21,13 +21,13 @@ def main(argv):
     from vae.files import refuse_inside
     from vae.run import Run
 
-    run_ = Run.open(args.model)
-    out = args.out or run_.evaluation
-    data = args.data or run_.data_folder
+    run = Run.open(args.model)
+    out = args.out or run.evaluation
+    data = args.data or run.data_folder
     if data is not None:  # now, not after an evaluation of minutes
         refuse_inside("--out", out, "--data" if args.data else "the run's data folder", data)
-    model = run_.load_model(args.image_size, args.latent_dim)
-    report, grids = evaluate(model, run_, args.data, args.num_samples, args.seed, args.batch_size, prior=args.prior,
+    model = run.load_model(args.image_size, args.latent_dim)
+    report, grids = evaluate(model, run, args.data, args.num_samples, args.seed, args.batch_size, prior=args.prior,
                              temperature=args.temperature)
     write_report(report, grids, out)
     print(report_table(report))
@@ -37,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run(main)
+    invoke(main)

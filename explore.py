@@ -1,5 +1,5 @@
 """Explore a trained VAE's latent space: interpolate between faces, traverse dimensions, encode a folder, steer faces live."""
-from vae.cli import add_model_flags, add_prior_flag, check_suffix, make_parser, positive_float, positive_int, run, seed_int
+from vae.cli import add_model_flags, add_prior_flag, check_suffix, invoke, make_parser, positive_float, positive_int, seed_int
 from vae.priors import DEFAULT, PRIORS
 
 
@@ -49,17 +49,17 @@ def main(argv):
     from vae.pictures import save_gif, save_png
     from vae.run import Run
 
-    run_ = Run.open(args.model)
+    run = Run.open(args.model)
     outs = [("--out", out), *([("--out", out.with_suffix(".gif"))] if args.command == "interpolate" else [])]
     inputs = [("--images", image) for image in getattr(args, "images", None) or []]
-    latent.check_outputs(run_, outs, inputs + [(flag, getattr(args, flag[2:], None)) for flag in ("--data", "--image")])
-    model = run_.load_model(args.image_size, args.latent_dim)
+    latent.check_outputs(run, outs, inputs + [(flag, getattr(args, flag[2:], None)) for flag in ("--data", "--image")])
+    model = run.load_model(args.image_size, args.latent_dim)
     if args.command == "interpolate":
         latent.check_interpolation(args.random, args.steps)
         if args.images is not None:
             strip, frames = latent.interpolate_images(model, args.images, args.steps)
         else:
-            strip, frames = latent.interpolate_prior(model, args.random, args.steps, args.seed, run_.prior(model, args.prior))
+            strip, frames = latent.interpolate_prior(model, args.random, args.steps, args.seed, run.prior(model, args.prior))
         gif = out.with_suffix(".gif")
         save_png(strip, out, min_side=256)
         save_gif(frames, gif)
@@ -68,7 +68,7 @@ def main(argv):
         from vae.evaluation.report import evaluation_images
 
         latent.check_traversal(model, args.dims, args.steps, args.span)
-        faces, described = evaluation_images(run_, args.data, model.image_size)
+        faces, described = evaluation_images(run, args.data, model.image_size)
         rows = latent.traverse(model, faces, out, args.dims, args.steps, args.span, args.image)
         print(f"wrote {out}; rows, by mean KL over {len(faces)} images ({described}): "
               + ", ".join(f"z{d} ({kl:.2f} nats)" for d, kl in rows))
@@ -79,4 +79,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run(main)
+    invoke(main)

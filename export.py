@@ -1,7 +1,7 @@
 """Share a trained model: a TensorFlow SavedModel, ONNX files, or a static web page that draws faces in the browser."""
 from pathlib import Path
 
-from vae.cli import make_parser, run
+from vae.cli import invoke, make_parser
 from vae.errors import UserError
 from vae.files import is_run_folder, refuse_inside
 
@@ -43,4 +43,4 @@ def refuse_out_over_model(model: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    invoke(main)

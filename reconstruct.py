@@ -1,5 +1,5 @@
 """Reconstruct every image of a folder with a trained VAE: PNGs, a comparison grid and per-image metrics."""
-from vae.cli import add_model_flags, make_parser, positive_int, run
+from vae.cli import add_model_flags, invoke, make_parser, positive_int
 
 
 def main(argv):
@@ -11,7 +11,7 @@ def main(argv):
     parser.add_argument("--batch_size", type=positive_int, default=128, help="images per forward pass")
     args = parser.parse_args(argv)
 
-    from vae.data.decode import skipped_summary
+    from vae.data.image_files import skipped_summary
     from vae.evaluation.reconstruction import reconstruct_folder
     from vae.run import Run
 
@@ -24,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run(main)
+    invoke(main)

@@ -1,7 +1,7 @@
 """Draw random faces from a trained VAE's latent prior: a grid PNG, and optionally one PNG per face."""
 from pathlib import Path
 
-from vae.cli import add_model_flags, add_prior_flag, check_suffix, make_parser, positive_float, positive_int, run, seed_int
+from vae.cli import add_model_flags, add_prior_flag, check_suffix, invoke, make_parser, positive_float, positive_int, seed_int
 from vae.errors import UserError
 from vae.priors import DEFAULT, PRIORS
 
@@ -30,11 +30,11 @@ def main(argv):
     from vae.evaluation.latent import check_individual, check_outputs, face_name, sample_faces
     from vae.run import Run
 
-    run_ = Run.open(args.model)
-    check_outputs(run_, [("--out", out), *([("--individual", Path(args.individual))] if args.individual else [])])
+    run = Run.open(args.model)
+    check_outputs(run, [("--out", out), *([("--individual", Path(args.individual))] if args.individual else [])])
     older = check_individual(args.individual, args.overwrite) if args.individual else []
-    model = run_.load_model(args.image_size, args.latent_dim)
-    sample_faces(model, run_.prior(model, args.prior), out, args.num, args.seed, args.temperature, args.individual, GRID_MAX)
+    model = run.load_model(args.image_size, args.latent_dim)
+    sample_faces(model, run.prior(model, args.prior), out, args.num, args.seed, args.temperature, args.individual, GRID_MAX)
     shown = f" (the grid shows the first {GRID_MAX})" if args.num > GRID_MAX else ""
     written = {face_name(i, args.num) for i in range(args.num)} if older else set()
     left = sum(p.name not in written for p in older)
@@ -43,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run(main)
+    invoke(main)

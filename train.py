@@ -1,5 +1,5 @@
 """Train the VAE on a folder of face images, or on built-in synthetic faces when --data is not given."""
-from vae.cli import make_parser, run
+from vae.cli import invoke, make_parser
 from vae.config import add_config_flags, config_from_args
 
 
@@ -16,4 +16,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run(main)
+    invoke(main)

@@ -128,7 +128,7 @@ def run_script(*args, cwd=ROOT, timeout=300, env=None):
                           capture_output=True, text=True, timeout=timeout)
 
 
-# Each script's main(argv), to run a command line in-process (vae.cli.run) where a fresh process proves nothing more.
+# Each script's main(argv), to run a command line in-process (vae.cli.invoke) where a fresh process proves nothing more.
 MAIN = {name: runpy.run_path(str(ROOT / f"{name}.py"), run_name=name)["main"]
         for name in ("train", "sample", "reconstruct", "evaluate", "explore", "export")}
 
@@ -161,12 +161,12 @@ def model(trained):
 
 
 def cli(capsys, script: str, *args) -> tuple[str, str]:
-    """Run a script's command line in-process as vae.cli.run would; assert it succeeded; return (stdout, stderr)."""
-    from vae.cli import run
+    """Run a script's command line in-process as vae.cli.invoke would; assert it succeeded; return (stdout, stderr)."""
+    from vae.cli import invoke
 
     capsys.readouterr()
     try:
-        run(MAIN[script], [str(a) for a in args])
+        invoke(MAIN[script], [str(a) for a in args])
     except SystemExit as e:
         raise AssertionError(f"{script}.py exited with {e.code}: {capsys.readouterr().err}") from e
     return capsys.readouterr()

@@ -244,11 +244,11 @@ def test_a_pages_parts_must_fill_each_slot_of_the_template_once(tmp_path):
 
 
 def test_serve_refuses_a_port_out_of_range_and_a_port_in_use(live, trained, capsys):
-    from vae.cli import run
+    from vae.cli import invoke
     from vae.errors import UserError
 
     with pytest.raises(SystemExit) as exit_:
-        run(MAIN["explore"], ["serve", "--model", str(trained[1]), "--port", "70000"])
+        invoke(MAIN["explore"], ["serve", "--model", str(trained[1]), "--port", "70000"])
     assert exit_.value.code == 2 and "--port must be from 1 to 65535, got 70000" in capsys.readouterr().err
     from vae.app.server import open_server
 
@@ -257,11 +257,11 @@ def test_serve_refuses_a_port_out_of_range_and_a_port_in_use(live, trained, caps
 
 
 def test_serve_without_flask_says_what_to_install(trained, monkeypatch, capsys):
-    from vae.cli import run
+    from vae.cli import invoke
 
     monkeypatch.setitem(sys.modules, "flask", None)  # import flask now fails as if it were not installed
     with pytest.raises(SystemExit) as exit_:
-        run(MAIN["explore"], ["serve", "--model", str(trained[1])])
+        invoke(MAIN["explore"], ["serve", "--model", str(trained[1])])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == "error: the latent explorer needs Flask: pip install -r requirements-app.txt\n"
 

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import vae.model
-from vae.cli import run
-from vae.data import dataset, decode
+from vae.cli import invoke
+from vae.data import dataset, image_files
 from vae.errors import UserError
 from vae.evaluation.reconstruction import reconstruct_folder
 
@@ -67,12 +67,12 @@ def fails(capsys, script, *args, match):
     """Run a script as its command line would, in-process: one line on stderr, exit code 2, the traceback only with --debug."""
     args = [str(a) for a in args]
     with pytest.raises(SystemExit) as exit:
-        run(MAIN[script], args)
+        invoke(MAIN[script], args)
     err = capsys.readouterr().err
     assert exit.value.code == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and match in err, err
     with pytest.raises(UserError, match=re.escape(match)):
-        run(MAIN[script], [*args, "--debug"])
+        invoke(MAIN[script], [*args, "--debug"])
 
 
 # Folder contents.
@@ -114,7 +114,7 @@ def test_a_4000px_image_decodes_without_a_memory_blowup(tmp_path, name, limit_mb
 
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak to the current resident size
     before = peak_kb()
-    decode.load_image(tmp_path / name, SIZE)
+    image_files.load_image(tmp_path / name, SIZE)
     assert (peak_kb() - before) / 1024 < limit_mb
 
 
@@ -214,7 +214,7 @@ def test_a_model_of_another_size_than_asked_is_refused(tmp_path, capsys, model_f
 
 
 def test_a_model_of_the_size_asked_is_used(tmp_path, capsys, model_file):
-    run(MAIN["sample"], ["--model", str(model_file), "--image_size", "32", "--latent_dim", "8", "--num", "4",
+    invoke(MAIN["sample"], ["--model", str(model_file), "--image_size", "32", "--latent_dim", "8", "--num", "4",
                          "--out", str(tmp_path / "grid.png")])
     assert np.asarray(Image.open(tmp_path / "grid.png")).shape[0] >= 256
     # A bare .keras file has no run to fit the latent mixture on: the default prior falls back to N(0, I), saying so.
@@ -225,7 +225,7 @@ def test_sample_writes_its_grid_last(tmp_path, capsys, model_file):
     """The grid is what marks a finished sample.py; when writing the single faces fails, there is none."""
     (tmp_path / "taken").write_text("a file where the faces' folder should go")
     with pytest.raises(SystemExit) as exit:
-        run(MAIN["sample"], ["--model", str(model_file), "--prior", "normal", "--num", "4",
+        invoke(MAIN["sample"], ["--model", str(model_file), "--prior", "normal", "--num", "4",
                              "--individual", str(tmp_path / "taken"), "--out", str(tmp_path / "grid.png")])
     err = capsys.readouterr().err
     assert exit.value.code == 2 and len(err.splitlines()) == 1 and "taken" in err, err
@@ -368,6 +368,6 @@ def test_an_out_that_cannot_be_written_is_exit_2(tmp_path, capsys, model_file, s
     where = tmp_path / "a file" / ("run" if script == "train" else "grid.png")
     args = ["--out", where, *TINY] if script == "train" else ["--model", model_file, "--prior", "normal", "--out", where]
     with pytest.raises(SystemExit) as exit:
-        run(MAIN[script], [str(a) for a in args])
+        invoke(MAIN[script], [str(a) for a in args])
     err = capsys.readouterr().err
     assert exit.value.code == 2 and err.startswith(f"error: cannot use {tmp_path / 'a file'}") and len(err.splitlines()) == 1, err

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vae.cli import run
+from vae.cli import invoke
 
 from conftest import MAIN, ROOT, cli
 
@@ -32,7 +32,7 @@ def refused(capsys, script, *args) -> str:
     """Run a script's command line in-process; assert exit 2 and one line on stderr; return that line."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit:
-        run(MAIN[script], [str(a) for a in args])
+        invoke(MAIN[script], [str(a) for a in args])
     err = capsys.readouterr().err
     assert exit.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
     return err.strip()

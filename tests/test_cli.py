@@ -1,4 +1,4 @@
-"""The scripts end to end on a tiny trained run: train.py in a fresh process, the others in-process through vae.cli.run."""
+"""The scripts end to end on a tiny trained run: train.py in a fresh process, the others in-process through vae.cli.invoke."""
 import csv
 import hashlib
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vae.cli import run
+from vae.cli import invoke
 
 from conftest import MAIN, TINY, blob_images, cli, write_pngs
 
@@ -32,7 +32,8 @@ def test_train_writes_a_complete_run_folder(trained_run):
 def test_rerunning_a_finished_run_refuses_to_overwrite(trained_run, capsys):
     images, out, _ = trained_run
     with pytest.raises(SystemExit) as exit:
-        run(MAIN["train"], [str(a) for a in ["--data", images, "--out", out, "--num_epochs", "2", "--val_split", "0.2", *TINY]])
+        invoke(MAIN["train"], [str(a) for a in ["--data", images, "--out", out, "--num_epochs", "2", "--val_split", "0.2",
+                                                *TINY]])
     err = capsys.readouterr().err
     assert exit.value.code == 2 and "finished run" in err and "--overwrite" in err and len(err.splitlines()) == 1
 
@@ -96,7 +97,7 @@ def test_reconstruct_refuses_to_write_into_its_input(trained, capsys, where):
     images, out = trained
     target = images if where == "same" else images / "rec"
     with pytest.raises(SystemExit) as exit:
-        run(MAIN["reconstruct"], [str(a) for a in ["--model", out, "--input", images, "--output", target]])
+        invoke(MAIN["reconstruct"], [str(a) for a in ["--model", out, "--input", images, "--output", target]])
     assert exit.value.code == 2 and "inside --input" in capsys.readouterr().err
     assert not (images / "rec").exists() and not (images / "comparison.png").exists()
 
@@ -131,7 +132,7 @@ def test_sample_from_the_latent_mixture_fitted_at_the_end_of_training(trained, t
     (copy / "model_best.gmm.npz").unlink()
     (copy / "config.json").write_text("{not json")
     with pytest.raises(SystemExit) as exit:
-        run(MAIN["sample"], ["--model", str(copy), "--num", "4", "--out", str(tmp_path / "c.png")])
+        invoke(MAIN["sample"], ["--model", str(copy), "--num", "4", "--out", str(tmp_path / "c.png")])
     err = capsys.readouterr().err
     assert exit.value.code == 2 and f"{copy / 'config.json'} cannot be read" in err and not (tmp_path / "c.png").exists()
 
@@ -146,5 +147,5 @@ def test_too_few_training_images_for_the_mixture_fall_back_to_the_normal_prior(t
     assert "too few to fit the latent mixture" in err and "drawing from N(0, I)" in err
     assert np.isfinite(np.asarray(Image.open(tmp_path / "grid.png"), float)).all()
     with pytest.raises(SystemExit) as exit:
-        run(MAIN["sample"], ["--model", str(out), "--prior", "gmm", "--out", str(tmp_path / "gmm.png")])
+        invoke(MAIN["sample"], ["--model", str(out), "--prior", "gmm", "--out", str(tmp_path / "gmm.png")])
     assert exit.value.code == 2 and "use --prior normal" in capsys.readouterr().err

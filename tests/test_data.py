@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vae.data import dataset, decode
+from vae.data import dataset, image_files
 from vae.errors import UserError
 
 from conftest import blob_images, write_pngs
@@ -13,7 +13,7 @@ def test_find_images_is_recursive_and_ignores_case_and_other_files(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for name in ["x.PNG", "a/y.jpeg", "a/b/z.JpG", "a/b/w.webp", "notes.txt", ".DS_Store", "Thumbs.db"]:
         (tmp_path / name).write_bytes(b"")
-    found = [p.relative_to(tmp_path).as_posix() for p in decode.find_images(tmp_path)]
+    found = [p.relative_to(tmp_path).as_posix() for p in image_files.find_images(tmp_path)]
     assert found == ["x.PNG", "a/y.jpeg", "a/b/w.webp", "a/b/z.JpG"]
 
 
@@ -21,7 +21,7 @@ def test_find_images_survives_a_symlink_loop(tmp_path):
     (tmp_path / "sub").mkdir()
     Image.new("RGB", (32, 32)).save(tmp_path / "sub" / "a.png")
     (tmp_path / "sub" / "loop").symlink_to(tmp_path)
-    found = decode.find_images(tmp_path)
+    found = image_files.find_images(tmp_path)
     assert [p.name for p in found] == ["a.png"]
 
 
@@ -31,14 +31,14 @@ def test_bad_data_folder_is_a_user_error(tmp_path, target):
     if target == "file":
         path.write_text("hi")
     with pytest.raises(UserError, match="x"):
-        decode.find_images(path)
+        image_files.find_images(path)
 
 
 def test_load_image_crops_to_center_square_and_resizes(tmp_path):
     img = np.zeros((40, 80, 3), np.uint8)
     img[:, 20:60] = 255  # the centre square is white, the sides black
     Image.fromarray(img).save(tmp_path / "wide.png")
-    out = decode.load_image(tmp_path / "wide.png", 16)
+    out = image_files.load_image(tmp_path / "wide.png", 16)
     assert out.shape == (16, 16, 3) and out.dtype == np.uint8
     assert out.min() >= 250
 
@@ -47,17 +47,17 @@ def test_load_image_converts_grayscale_and_alpha(tmp_path):
     Image.new("L", (32, 32), 100).save(tmp_path / "g.png")
     rgba = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
     rgba.save(tmp_path / "t.png")
-    np.testing.assert_array_equal(decode.load_image(tmp_path / "g.png", 32), np.full((32, 32, 3), 100))
+    np.testing.assert_array_equal(image_files.load_image(tmp_path / "g.png", 32), np.full((32, 32, 3), 100))
     # Fully transparent pixels become the white background.
-    np.testing.assert_array_equal(decode.load_image(tmp_path / "t.png", 32), np.full((32, 32, 3), 255))
+    np.testing.assert_array_equal(image_files.load_image(tmp_path / "t.png", 32), np.full((32, 32, 3), 255))
 
 
 def test_split_is_deterministic_and_stable_when_files_are_added():
     names = [f"face_{i}.png" for i in range(2000)]
-    val = {n for n in names if decode.is_validation(n, 0.1)}
+    val = {n for n in names if image_files.is_validation(n, 0.1)}
     assert 150 < len(val) < 250
     more = names + [f"new_{i}.png" for i in range(500)]
-    val_more = {n for n in more if decode.is_validation(n, 0.1)}
+    val_more = {n for n in more if image_files.is_validation(n, 0.1)}
     assert val_more & set(names) == val
 
 

@@ -105,7 +105,7 @@ def test_cli_refuses_a_damaged_model(trained, tmp_path):
 
 def test_swd_tells_real_faces_from_an_untrained_model(real_faces):
     from vae.data.dataset import load_faces
-    from vae.data.decode import find_images
+    from vae.data.image_files import find_images
     from vae.evaluation.quality import swd
     from vae.model.vae import VAE, decode
     from vae.priors import StandardNormal, prior_latents

@@ -29,7 +29,7 @@ def test_slerp_follows_the_great_circle():
 
 
 def test_interpolating_two_images(trained, model, tmp_path):
-    from vae.data.decode import load_image
+    from vae.data.image_files import load_image
     from vae.pictures import to_uint8
 
     images, run = trained
@@ -113,7 +113,7 @@ def test_traversal_sets_one_coordinate_of_the_base(model):
 
 
 def test_encode_writes_names_means_and_log_variances(trained, model, tmp_path):
-    from vae.data.decode import load_image
+    from vae.data.image_files import load_image
     from vae.model.vae import encode
 
     images, run = trained

@@ -22,12 +22,12 @@ PAGE_MATCH, PAGE_SHARE = 2 / 255, 0.99  # the page's faces against Keras': withi
 
 
 def export(capsys, *args) -> tuple[int, str, str]:
-    """export.py's command line in-process, as vae.cli.run runs it: (exit code, stdout, stderr)."""
-    from vae.cli import run
+    """export.py's command line in-process, as vae.cli.invoke runs it: (exit code, stdout, stderr)."""
+    from vae.cli import invoke
 
     capsys.readouterr()
     try:
-        run(EXPORT, [str(a) for a in args])
+        invoke(EXPORT, [str(a) for a in args])
         code = 0
     except SystemExit as e:
         code = e.code

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from vae.cli import run
+from vae.cli import invoke
 from vae.config import Config
 from vae.errors import UserError
 from vae.training.trainer import train
@@ -18,7 +18,7 @@ def test_learning_rate_1000_from_scratch_fails_cleanly_with_a_loadable_model(tmp
     images = write_pngs(tmp_path / "images", blob_images(80, 32))
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit:
-        run(MAIN["train"], [str(a) for a in ["--data", images, "--out", out, "--num_epochs", "3",
+        invoke(MAIN["train"], [str(a) for a in ["--data", images, "--out", out, "--num_epochs", "3",
                                              "--learning_rate", "1000", *TINY]])
     assert exit.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from vae.cli import run
-from vae.data import dataset, decode
+from vae.cli import invoke
+from vae.data import dataset, image_files
 from vae.errors import UserError
 from vae.files import write_text_atomic
 
@@ -41,7 +41,7 @@ def hashes(folder) -> dict[str, str]:
 def refused(capsys, script, *args, match) -> str:
     """Run a script's command line in-process: exit 2 and one line on stderr holding `match`; returns that line."""
     with pytest.raises(SystemExit) as exit:
-        run(MAIN[script], [str(a) for a in args])
+        invoke(MAIN[script], [str(a) for a in args])
     err = capsys.readouterr().err
     assert exit.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and match in err, err
     return err
@@ -113,8 +113,8 @@ def test_a_run_inside_its_data_folder_trains_on_none_of_its_outputs_nor_on_anoth
 
     # The next run on the same folder skips the first run, its grids and loss curve, and counts it.
     faces_set = dataset.load_faces(faces, 32, progress=False)
-    assert len(faces_set) == 24 and ("run/", decode.RUN_FOLDER) in faces_set.skipped
-    assert "skipped 1 folder and 2 of 26 image files: run/ (a run folder" in decode.skipped_summary(
+    assert len(faces_set) == 24 and ("run/", image_files.RUN_FOLDER) in faces_set.skipped
+    assert "skipped 1 folder and 2 of 26 image files: run/ (a run folder" in image_files.skipped_summary(
         faces_set.skipped, len(faces_set) + len(faces_set.skipped))
     # A run folder as --data is refused in one line: its only images are grids.
     refused(capsys, "train", "--data", out, "--out", tmp_path / "run2", *TINY, match=f"--data {out} is a run folder of train.py")
@@ -131,13 +131,13 @@ def test_finding_images_follows_no_symlink_back_up_and_skips_run_folders(tmp_pat
     run_folder = write_pngs(faces / "old_run" / "samples", blob_images(1, 32), prefix="grid").parent
     (run_folder / "config.json").write_text("{}")
     (run_folder / "checkpoints").mkdir()
-    images, skipped = decode.scan_folder(faces)
+    images, skipped = image_files.scan_folder(faces)
     assert [p.relative_to(faces).as_posix() for p in images] == ["img_0000.png", "more/linked_0000.png"]
-    assert skipped == [(run_folder, decode.RUN_FOLDER)]
+    assert skipped == [(run_folder, image_files.RUN_FOLDER)]
 
 
 def test_names_with_tabs_newlines_and_control_characters_print_on_one_line():
-    assert decode.printable("a\tb\nc\r\x1b\u2028d é 😀") == "a\\tb\\nc\\r\\x1b\\u2028d é 😀"
+    assert image_files.printable("a\tb\nc\r\x1b\u2028d é 😀") == "a\\tb\\nc\\r\\x1b\\u2028d é 😀"
 
 
 # 2. Memory bombs in the explorer.
@@ -289,7 +289,7 @@ def test_disk_errors_are_one_line_naming_the_path_and_exit_2(capsys, code, messa
         raise OSError(code, os.strerror(code), "/data/x.png")
 
     with pytest.raises(SystemExit) as exit:
-        run(main, [])
+        invoke(main, [])
     err = capsys.readouterr().err
     assert exit.value.code == 2 and err.startswith(message) and len(err.splitlines()) == 1, err
 

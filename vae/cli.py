@@ -98,7 +98,7 @@ FIXABLE = {
 }
 
 
-def run(main, argv: list[str] | None = None) -> None:
+def invoke(main, argv: list[str] | None = None) -> None:
     """Call main(argv); turn errors into one line on stderr and an exit code (tracebacks with --debug).
 
     2: the user can fix it (flags, files, folders, permissions); 1: anything unforeseen; 130: interrupted.

@@ -226,7 +226,7 @@ class Run:
 
     def training_names(self) -> tuple[Path, list[str]] | None:
         """(data folder, its training files): every image there but the validation split; None if unknown."""
-        from vae.data.decode import find_images
+        from vae.data.image_files import find_images
 
         folder = self.data_folder
         if folder is None or not self.split_file.exists():

@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
 from vae.app import pages
-from vae.data.decode import load_image, skip_reason
+from vae.data.image_files import load_image, skip_reason
 from vae.errors import UserError
 
 STATIC = Path(__file__).with_name("static")

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from vae.data.decode import is_validation, load_image, name_hash, printable, scan_folder, skip_reason
+from vae.data.image_files import is_validation, load_image, name_hash, printable, scan_folder, skip_reason
 from vae.errors import UserError
 from vae.progress import progress_bar
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from vae.data.dataset import FaceSet, load_faces
-from vae.data.decode import load_image
+from vae.data.image_files import load_image
 from vae.errors import UserError
 from vae.files import atomic_path, is_run_folder, refuse_inside
 from vae.model.objective import kl_per_dim

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from vae.data.dataset import load_faces
-from vae.data.decode import printable
+from vae.data.image_files import printable
 from vae.errors import UserError
 from vae.evaluation.quality import ssim
 from vae.files import refuse_inside, write_csv

@@ -63,14 +63,14 @@ def runtime_files(fetch: bool = True) -> Path:
 
 
 def main() -> None:
-    from vae.cli import run
+    from vae.cli import invoke
 
     def fetch(argv):
         folder = runtime_files()
         size = sum(f.stat().st_size for f in folder.iterdir())
         print(f"{PACKAGE} {VERSION} is in {folder} ({size / 1e6:.1f} MB)")
 
-    run(fetch, sys.argv[1:])
+    invoke(fetch, sys.argv[1:])
 
 
 if __name__ == "__main__":

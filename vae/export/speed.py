@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae.cli import add_model_flags, make_parser, positive_int, run
+from vae.cli import add_model_flags, invoke, make_parser, positive_int
 
 BATCH = 256  # vae.model.vae.decode's batch, which sample.py uses
 
@@ -67,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run(main)
+    invoke(main)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from vae.data.decode import printable
+from vae.data.image_files import printable
 from vae.errors import UserError
 
 WEIGHTS_SUFFIX = ".h5"  # model.weights.h5 (and the shards Keras may write beside it)

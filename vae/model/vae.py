@@ -175,6 +175,10 @@ class VAE(BuiltBeforeFit, keras.Model):
             raise ValueError("a VAE with an adversarial term needs a disc_optimizer, and one without it takes none")
         self.disc_optimizer = disc_optimizer
 
+    def optimizers(self) -> list:
+        """Every optimizer this model trains with: the VAE's, then the discriminator's if it has one."""
+        return [o for o in (self.optimizer, self.disc_optimizer) if o is not None]
+
     def get_compile_config(self):
         config = super().get_compile_config()
         if config is not None and self.disc_optimizer is not None:

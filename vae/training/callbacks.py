@@ -138,7 +138,7 @@ class TimeBudget(EpochAware):
         if not self.minutes:
             return
         trained = self.minutes_trained()
-        for optimizer in filter(None, (self.model.optimizer, getattr(self.model, "disc_optimizer", None))):
+        for optimizer in self.model.optimizers():
             report_time_spent(optimizer, (trained - self.cycle_minutes) / max(self.minutes - self.cycle_minutes, 1e-9))
         if trained >= self.minutes:
             self.exhausted = True

@@ -20,11 +20,11 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
 
 from vae.files import atomic_path
-from vae.model.vae import decode, encode
+from vae.model.vae import ADVERSARIAL_LOGS, decode, encode
 from vae.pictures import make_grid, pairs_grid
 
 SCALARS = ["loss", "recon", "kl", "beta", "val_loss", "val_recon", "val_kl", "val_psnr", "val_active_units",
-           "learning_rate", "images_per_second", "skipped_steps"]
+           "learning_rate", "images_per_second", "skipped_steps", "frequency", *ADVERSARIAL_LOGS, "disc_skipped_steps"]
 _LOG_NUMBERS = itertools.count()  # event files made by this process, in their names as tf.summary numbers them
 
 
@@ -80,8 +80,9 @@ class TensorBoardLog:
     and keeps its own buffer and offset, so nothing can cut its file back. Each epoch's records go in as one append;
     one that fails is cut back off and raised as an OSError naming the file."""
 
-    def __init__(self, logdir: Path):
+    def __init__(self, logdir: Path, record=lambda path: None):
         self.logdir = Path(logdir)
+        self.record = record  # told the file's path before it is made (the run folder's manifest)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.path: Path | None = None  # made by the first epoch, so a run stopped before one leaves no empty log
         self.size = 0  # bytes of whole records in it
@@ -102,6 +103,7 @@ class TensorBoardLog:
         if self.path is None:
             self.path = self.logdir / (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
                                        f"{os.getpid()}.{next(_LOG_NUMBERS)}.v2")
+            self.record(self.path)
         if not self.size:
             events.insert(0, event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
         records = io.BytesIO()

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from vae.config import Config
 from vae.data.dataset import FaceSet, eval_batches, load_faces, train_batches
-from vae.data.decode import skipped_summary
+from vae.data.image_files import skipped_summary
 from vae.errors import Stopped, UserError
 from vae.files import atomic_path, write_text_atomic
 from vae.model.optimizer import DISCRIMINATOR_BETAS, current_learning_rate, make_optimizer, start_cycle
@@ -104,7 +104,7 @@ class Trainer:
         self.model = build_model(cfg, self.steps, self.strategy)
         self.fixed_z = np.random.default_rng(cfg.seed).standard_normal((GRID_SIZE, cfg.latent_dim)).astype("float32")
         self.probe = self.faces.numpy(self.val_idx[:PROBE_SIZE])
-        self.tensorboard = TensorBoardLog(self.own_run.logs)
+        self.tensorboard = TensorBoardLog(self.own_run.logs, self.own_run.record)
         if resumed is None:
             # The untrained model is the first good state: a run that diverges at once still leaves
             # a checkpoint and a loadable model behind.
@@ -120,7 +120,7 @@ class Trainer:
                 say(f"extending the finished run ({resumed.finished}): the learning rate warms up and decays again "
                     f"over the rest of --num_epochs {cfg.num_epochs}" + (f" or --max_minutes {cfg.max_minutes:g}"
                                                                          if cfg.max_minutes else ""))
-            for optimizer in filter(None, (self.model.optimizer, self.model.disc_optimizer)):
+            for optimizer in self.model.optimizers():
                 start_cycle(optimizer, self.state.cycle_step)
             if resumed.step == 0 and resumed.history:
                 self.publish_epoch(resumed.history[-1], catching_up=True)
@@ -265,7 +265,6 @@ class Trainer:
                 out.record(out.folder / name / f"epoch_{row['epoch']:03d}.png")
                 save_png(grid, out.folder / name / f"epoch_{row['epoch']:03d}.png", min_side=256)
             self.tensorboard.epoch(row, grids)
-            out.record(*(p for p in out.logs.rglob("*") if p.is_file()))
         out.write_history(state.history)
         if catching_up or state.finished or time.monotonic() - self.plotted >= PLOT_EVERY_S:
             out.record(out.loss_curve)
