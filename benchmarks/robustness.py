@@ -265,9 +265,9 @@ def main():
                     codes, peak = parallel_uploads(url, png, server.pid)
                     after = vm_mb(server.pid, "VmRSS")
                     report(f"server RSS before 10 uploads of a {label}", before, "MB")
-                    report("server peak RSS during them", peak, "MB", "<= 1,024 MB", peak <= 1024)
-                    report("server peak rise over before", peak - before, "MB")
-                    report("server RSS after them", after, "MB")
+                    report(f"  server peak RSS during them ({width} px)", peak, "MB", "<= 1,024 MB", peak <= 1024)
+                    report(f"  server peak rise over before ({width} px)", peak - before, "MB")
+                    report(f"  server RSS after them ({width} px)", after, "MB")
                     note(f"status codes, {label}", json.dumps(codes))
             finally:
                 server.terminate()
