@@ -1,13 +1,13 @@
 """Train the VAE on a folder of face images, or on built-in synthetic faces when --data is not given."""
 from vae.cli import invoke, make_parser
-from vae.config import add_config_flags, config_from_args
+from vae.config import add_config_flags, config_from_args, parse_config_args
 
 
 def main(argv):
     parser = make_parser(__doc__)
     add_config_flags(parser)
     parser.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
-    args = parser.parse_args(argv)
+    args = parse_config_args(parser, argv)
     cfg = config_from_args(args)
 
     from vae.training.trainer import train

@@ -322,10 +322,9 @@ def test_every_command_answers_help_without_loading_tensorflow(command):
 
 def test_tensorflow_stays_quiet_whatever_log_level_the_user_set(tmp_path):
     missing = tmp_path / "missing"
-    for level in ("0", "2"):
-        result = run_script("train.py", "--data", missing, "--out", tmp_path / "run", env={"TF_CPP_MIN_LOG_LEVEL": level})
-        assert result.returncode == 2 and result.stderr == (f"error: --data {missing} does not exist; "
-                                                            "pass a folder of face images\n")
+    # Level 0 asks TensorFlow for everything it logs: the one level where quiet has to be enforced.
+    result = run_script("train.py", "--data", missing, "--out", tmp_path / "run", env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert result.returncode == 2 and result.stderr == f"error: --data {missing} does not exist; pass a folder of face images\n"
     debug = run_script("train.py", "--data", missing, "--out", tmp_path / "run", "--debug", env={"TF_CPP_MIN_LOG_LEVEL": "0"})
     assert "Traceback" in debug.stderr and re.search(r"^[IWE]\d{4} ", debug.stderr, re.M)  # TensorFlow's own log is back
 

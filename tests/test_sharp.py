@@ -104,6 +104,29 @@ def test_the_new_flags_reach_the_config():
     assert (defaults.adversarial_weight, defaults.disc_augment, defaults.frequency_weight, defaults.ema_decay) == (0, False, 0, 0)
 
 
+def test_the_sharp_preset_sets_its_terms_and_flags_given_beside_it_win():
+    from vae.cli import make_parser
+    from vae.config import parse_config_args
+
+    def config(*argv):
+        parser = make_parser("train")
+        add_config_flags(parser)
+        return config_from_args(parse_config_args(parser, list(argv)))
+
+    sharp = config("--preset", "sharp")
+    assert (sharp.adversarial_weight, sharp.adversarial_start_epochs, sharp.disc_augment, sharp.ema_decay) == (
+        0.3, 5, True, 0.999)
+    assert sharp.width == Config().width and sharp.frequency_weight == 0
+    mine = config("--ema_decay", "0.99", "--preset", "sharp", "--adversarial_weight", "0.1")
+    assert (mine.adversarial_weight, mine.ema_decay, mine.disc_augment) == (0.1, 0.99, True)
+    assert config().adversarial_weight == 0
+    from vae.errors import UserError
+
+    with pytest.raises(UserError, match=r"argument --preset: invalid choice: 'blurry'") as refused:
+        config("--preset", "blurry")
+    assert "\n" not in str(refused.value)
+
+
 def test_the_patch_discriminator_and_its_spectral_normalisation():
     discriminator = build_discriminator(SIZE, 8)
     assert discriminator(np.zeros((2, SIZE, SIZE, 3), "float32")).shape == (2, SIZE // 8, SIZE // 8, 1)
@@ -364,3 +387,11 @@ def test_train_py_with_every_new_term_writes_their_columns_and_models_that_load(
     assert {"disc_loss", "disc_accuracy", "adversarial", "adaptive_weight", "disc_skipped_steps", "frequency"} <= set(logged)
     model = load_vae(out / "model_last.keras")
     assert model.discriminator is not None and len(model.averages) == len(model.averaged_variables())
+    # The checkpoint training resumes from holds the raw weights and their averages; the models readers get are the averages.
+    state = json.loads((out / "state.json").read_text())
+    checkpoint = load_vae(out / state["checkpoint"])
+    assert_all_equal(values(model.averaged_variables()), values(checkpoint.averages))
+    assert any(not np.allclose(a, b) for a, b in zip(values(checkpoint.averaged_variables()), values(checkpoint.averages)))
+    history = [line.split(",") for line in (out / "history.csv").read_text().splitlines()]
+    val_losses = [float(row[header.index("val_loss")]) for row in history[1:]]
+    assert (out / "model_best.keras").samefile(out / "model_last.keras") == (val_losses[-1] == min(val_losses))
