@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -26,13 +25,13 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from vae.data.image_files import MAX_SIDE  # noqa: E402  (numpy and PIL only: no TensorFlow here)
+from vae.pictures import blank_png  # noqa: E402
 
 SHARED_FACES = ROOT.parent / "shared" / "anime_faces"
 SECTIONS = ("mixture", "keras_bomb", "uploads", "sigterm")
@@ -119,17 +118,6 @@ def padded_keras(source: Path, path: Path, padding: int = 2 * 2**30) -> Path:
             for _ in range(padding // MB):
                 stream.write(b" " * MB)
     return path
-
-
-def blank_png(width: int, height: int, channels: int = 3) -> bytes:
-    """A PNG of black pixels compressed row by row, never held decoded (9400x9400 RGB: 0.26 MB)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    packer, row = zlib.compressobj(9), bytes(1 + channels * width)
-    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, {3: 2, 4: 6}[channels], 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 def vm_mb(pid: int, field: str) -> float:

@@ -7,11 +7,9 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import threading
 import zipfile
-import zlib
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from vae.cli import invoke
 from vae.data import dataset, image_files
 from vae.errors import UserError
 from vae.files import write_text_atomic
+from vae.pictures import blank_png
 
 from conftest import MAIN, ROOT, TINY, blob_images, cli, write_pngs
 
@@ -57,17 +56,6 @@ def peak_mb(action) -> float:
     before = peak_kb()
     action()
     return (peak_kb() - before) / 1024
-
-
-def blank_png(width: int, height: int, channels: int = 3) -> bytes:
-    """A real PNG of black pixels, compressed row by row so it is never held whole (9400x9400 RGB: 0.26 MB)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    packer, row = zlib.compressobj(9), bytes(1 + channels * width)
-    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, {3: 2, 4: 6}[channels], 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 # 1. Inputs are never written into or trained on.

@@ -1,6 +1,8 @@
 """What the package shows: grids of faces, written as PNG and GIF files."""
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,15 @@ def save_gif(frames: list[np.ndarray], path: Path | str, frame_ms: int = GIF_FRA
     with atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
     return Path(path)
+
+
+def blank_png(width: int, height: int, channels: int = 3) -> bytes:
+    """A PNG of black pixels, compressed row by row so it is never held whole (9400x9400 RGB: 0.26 MB): what a
+    decompression bomb looks like, for the tests and benchmarks of the pixel limit."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), bytes(1 + channels * width)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, {3: 2, 4: 6}[channels], 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
