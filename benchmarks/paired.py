@@ -10,12 +10,12 @@ to RUNS/NAME.json. The reference is the keras.io recipe trained by train.py (doc
 import argparse
 import hashlib
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from robustness import machine  # the CPU as /proc/cpuinfo names it, without loading TensorFlow
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_FACES = ROOT.parent / "shared" / "anime_faces"
@@ -37,12 +37,6 @@ def split_faces(target: Path) -> tuple[Path, Path]:
     return train, held
 
 
-def cpu() -> str:
-    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in open("/proc/cpuinfo") if ":" in line)}
-    family, model = fields.get("cpu family", "?"), fields.get("model", "?")
-    return f"{fields.get('model name', platform.processor())} (family {family}, model {model}), {os.cpu_count()} cores"
-
-
 def evaluate(run: Path, data: Path | None, out: Path, samples: int, prior: str | None) -> dict:
     command = [sys.executable, "evaluate.py", "--model", str(run), "--num_samples", str(samples), "--out", str(out)]
     command += (["--data", str(data)] if data else []) + (["--prior", prior] if prior else [])
@@ -61,20 +55,21 @@ def main(argv=None):
     runs = Path(args.runs)
     train, held = split_faces(runs / "faces")
     arms = {"reference": (runs / f"{args.name}-reference", REFERENCE), args.name: (runs / args.name, args.variant)}
-    print(f"CPU: {cpu()}; {args.minutes:g} minutes each, one core each (taskset -c 0 / -c 1)", flush=True)
+    cpu = "{cpu} (family {family}, model {model}), {cores} cores".format(**machine())
+    print(f"CPU: {cpu}; {args.minutes:g} minutes each, one core each (taskset -c 0 / -c 1)", flush=True)
     started = time.time()
     children = []
     for core, (run, flags) in enumerate(arms.values()):
         command = ["taskset", "-c", str(core), sys.executable, "train.py", "--data", str(train), "--val_split", "0.1",
                    "--num_epochs", "1000", "--max_minutes", f"{args.minutes:g}", "--out", str(run), *flags]
         print(" ".join(command[3:]), flush=True)
-        log = open(runs / f"{run.name}.log", "w")
-        children.append(subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+        with open(runs / f"{run.name}.log", "w") as log:  # the child keeps its own copy of the file
+            children.append(subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
     codes = [child.wait() for child in children]
     if any(codes):
         sys.exit(f"training failed ({codes}); see the .log files in {runs}")
     print(f"trained in {(time.time() - started) / 60:.1f} min", flush=True)
-    results = {"cpu": cpu(), "minutes": args.minutes, "variant": args.variant}
+    results = {"cpu": cpu, "minutes": args.minutes, "variant": args.variant}
     for label, (run, _) in arms.items():
         history = (run / "history.csv").read_text().splitlines()
         results[label] = {

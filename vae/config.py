@@ -207,10 +207,11 @@ PRESETS = {
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """Add one flag per Config field, with help= from the field ('%' escaped: argparse formats help strings), and
     --preset."""
+    spelled = {name: " ".join(f"--{k}" if v is True else f"--{k} {v:g}" for k, v in values.items())
+               for name, values in PRESETS.items()}
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a named set of the settings below, which flags given "
-                        "beside it override; sharp: " + " ".join(f"--{k}" if v is True else f"--{k} {v:g}"
-                                                           for k, v in PRESETS["sharp"].items())
-                        + " (for runs of 30 minutes or more; docs/quality.md)")
+                        "beside it override (docs/quality.md; sharp is for runs of 30 minutes or more): "
+                        + "; ".join(f"{name}: {flags}" for name, flags in spelled.items()))
     for f in dataclasses.fields(Config):
         help = _help(f).replace("%", "%%")
         if f.type in ("bool", bool):
