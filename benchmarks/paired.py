@@ -1,6 +1,7 @@
 """Quality at equal wall time: a train.py variant and the plain reference recipe trained at the same time, one core each.
 
     python benchmarks/paired.py --name adversarial --minutes 10 -- --adversarial_weight 0.1 --disc_augment
+    python benchmarks/paired.py --name translate --baseline "" --minutes 30 -- --translate 4   # against the defaults
 
 The faces of ../shared/anime_faces are split once by name: a held-out slice of 600 that no run trains or tunes on,
 and the rest, from which train.py takes its validation split. Both runs are then measured by evaluate.py on their
@@ -10,6 +11,7 @@ to RUNS/NAME.json. The reference is the keras.io recipe trained by train.py (doc
 import argparse
 import hashlib
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -50,11 +52,15 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, default=10, help="wall time each run trains (train.py --max_minutes)")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "paired"), help="folder for the runs and the face split")
     parser.add_argument("--samples", type=int, default=600, help="prior samples compared by SWD (evaluate.py --num_samples)")
+    parser.add_argument("--baseline", help="train.py flags of the other arm, quoted as one string (\"\": the defaults); "
+                        "default: the reference recipe, sampled from N(0, I)")
     parser.add_argument("variant", nargs="*", help="train.py flags of the variant, after --")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
     train, held = split_faces(runs / "faces")
-    arms = {"reference": (runs / f"{args.name}-reference", REFERENCE), args.name: (runs / args.name, args.variant)}
+    other = "reference" if args.baseline is None else "baseline"
+    flags = REFERENCE if args.baseline is None else shlex.split(args.baseline)
+    arms = {other: (runs / f"{args.name}-{other}", flags), args.name: (runs / args.name, args.variant)}
     cpu = "{cpu} (family {family}, model {model}), {cores} cores".format(**machine())
     print(f"CPU: {cpu}; {args.minutes:g} minutes each, one core each (taskset -c 0 / -c 1)", flush=True)
     started = time.time()
@@ -69,17 +75,19 @@ def main(argv=None):
     if any(codes):
         sys.exit(f"training failed ({codes}); see the .log files in {runs}")
     print(f"trained in {(time.time() - started) / 60:.1f} min", flush=True)
-    results = {"cpu": cpu, "minutes": args.minutes, "variant": args.variant}
+    results = {"cpu": cpu, "minutes": args.minutes, "variant": args.variant, "against": other, other + "_flags": flags}
+    def prior(label):  # the reference recipe knows no mixture
+        return "normal" if label == "reference" else None
+
     for label, (run, _) in arms.items():
         history = (run / "history.csv").read_text().splitlines()
         results[label] = {
             "epochs": len(history) - 1,
-            "validation": evaluate(run, None, run / "evaluation", args.samples, "normal" if label == "reference" else None),
-            "held_out": evaluate(run, held, run / "evaluation_held_out", args.samples,
-                                 "normal" if label == "reference" else None),
+            "validation": evaluate(run, None, run / "evaluation", args.samples, prior(label)),
+            "held_out": evaluate(run, held, run / "evaluation_held_out", args.samples, prior(label)),
         }
-    ref, new = results["reference"], results[args.name]
-    print(f"{'':24s} {'reference':>12s} {args.name:>14s} {'ratio/diff':>12s}")
+    ref, new = results[other], results[args.name]
+    print(f"{'':24s} {other:>12s} {args.name:>14s} {'ratio/diff':>12s}")
     print(f"{'epochs':24s} {ref['epochs']:12d} {new['epochs']:14d}")
     for split in ("validation", "held_out"):
         a, b = ref[split], new[split]
