@@ -1,7 +1,7 @@
 """Quality at equal wall time: a train.py variant and the plain reference recipe trained at the same time, one core each.
 
     python benchmarks/paired.py --name adversarial --minutes 10 -- --adversarial_weight 0.1 --disc_augment
-    python benchmarks/paired.py --name translate --baseline "" --minutes 30 -- --translate 4   # against the defaults
+    python benchmarks/paired.py --name translate --baseline "" --faces 1200 -- --translate 4   # the defaults, few faces
 
 The faces of ../shared/anime_faces are split once by name: a held-out slice of 600 that no run trains or tunes on,
 and the rest, from which train.py takes its validation split. Both runs are then measured by evaluate.py on their
@@ -26,16 +26,20 @@ REFERENCE = ["--beta", "1", "--batch_size", "128", "--kl_warmup_epochs", "0", "-
              "--lr_schedule", "constant", "--bn_momentum", "0.99"]
 
 
-def split_faces(target: Path) -> tuple[Path, Path]:
-    """Folders of symbolic links: the faces to train on, and a held-out slice chosen by a hash of each name."""
-    train, held = target / "train", target / "held_out"
-    if not held.exists():
-        names = sorted(p.name for p in SHARED_FACES.iterdir() if p.is_file())
-        names.sort(key=lambda n: hashlib.sha256(n.encode()).hexdigest())
-        for folder, chosen in ((held, names[:HELD_OUT]), (train, names[HELD_OUT:])):
-            folder.mkdir(parents=True, exist_ok=True)
+def split_faces(target: Path, faces: int | None = None) -> tuple[Path, Path]:
+    """Folders of symbolic links: the faces to train on (all but the held-out slice, or the first `faces` of them) and
+    a held-out slice, chosen by a hash of each name."""
+    train, held = target / ("train" if faces is None else f"train_{faces}"), target / "held_out"
+    names = sorted(p.name for p in SHARED_FACES.iterdir() if p.is_file())
+    names.sort(key=lambda n: hashlib.sha256(n.encode()).hexdigest())
+    for folder, chosen in ((held, names[:HELD_OUT]), (train, names[HELD_OUT:][:faces])):
+        if not folder.exists():
+            staging = folder.with_name(folder.name + ".tmp")
+            staging.mkdir(parents=True, exist_ok=True)
             for name in chosen:
-                (folder / name).symlink_to(SHARED_FACES / name)
+                if not (staging / name).is_symlink():
+                    (staging / name).symlink_to(SHARED_FACES / name)
+            staging.rename(folder)
     return train, held
 
 
@@ -54,10 +58,12 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=600, help="prior samples compared by SWD (evaluate.py --num_samples)")
     parser.add_argument("--baseline", help="train.py flags of the other arm, quoted as one string (\"\": the defaults); "
                         "default: the reference recipe, sampled from N(0, I)")
+    parser.add_argument("--faces", type=int, help="train on only this many of the faces (a small folder, where "
+                        "regularisation shows); default: all but the held-out slice")
     parser.add_argument("variant", nargs="*", help="train.py flags of the variant, after --")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
-    train, held = split_faces(runs / "faces")
+    train, held = split_faces(runs / "faces", args.faces)
     other = "reference" if args.baseline is None else "baseline"
     flags = REFERENCE if args.baseline is None else shlex.split(args.baseline)
     arms = {other: (runs / f"{args.name}-{other}", flags), args.name: (runs / args.name, args.variant)}
@@ -75,7 +81,8 @@ def main(argv=None):
     if any(codes):
         sys.exit(f"training failed ({codes}); see the .log files in {runs}")
     print(f"trained in {(time.time() - started) / 60:.1f} min", flush=True)
-    results = {"cpu": cpu, "minutes": args.minutes, "variant": args.variant, "against": other, other + "_flags": flags}
+    results = {"cpu": cpu, "minutes": args.minutes, "faces": args.faces, "variant": args.variant, "against": other,
+               other + "_flags": flags}
     def prior(label):  # the reference recipe knows no mixture
         return "normal" if label == "reference" else None
 

@@ -11,11 +11,27 @@ from vae.model.vae import VAE
 from conftest import ROOT, blob_images, run_script
 
 
-def tiny_vae(size=32, beta=1.0, **kwargs):
+def tiny_vae(size=32, beta=1.0, weight_decay=0.0, **kwargs):
     keras.utils.set_random_seed(0)
     model = VAE(image_size=size, latent_dim=8, width=8, beta=beta, seed=0, **kwargs)
-    model.compile(optimizer=make_optimizer(3e-3, total_steps=1000, warmup_steps=0))
+    model.compile(optimizer=make_optimizer(3e-3, total_steps=1000, warmup_steps=0, weight_decay=weight_decay))
     return model
+
+
+def test_weight_decay_shrinks_each_kernel_by_rate_times_decay_and_nothing_else():
+    images = blob_images(8, 32)
+    plain, decayed = tiny_vae(learn_scale=True), tiny_vae(learn_scale=True, weight_decay=5.0)
+    start = {v.path: np.array(v.numpy()) for v in plain.trainable_variables}
+    for model in (plain, decayed):
+        model.fit(images, batch_size=8, epochs=1, verbose=0, shuffle=False)  # one step, the same gradients
+    kernels = 0
+    for a, b in zip(plain.trainable_variables, decayed.trainable_variables):
+        if "kernel" in a.name:  # decayed before the step: w - lr * decay * w, then the same Adam update
+            np.testing.assert_allclose(b.numpy(), a.numpy() - 3e-3 * 5.0 * start[a.path], rtol=1e-5, atol=1e-7)
+            kernels += 1
+        else:  # biases, BatchNorm's gamma and beta, the Laplace scale
+            np.testing.assert_array_equal(b.numpy(), a.numpy())
+    assert kernels >= 8 and len(plain.trainable_variables) > kernels
 
 
 @pytest.mark.parametrize("size", [16, 32, 64])

@@ -68,6 +68,9 @@ class Config:
                             "training ends (--num_epochs or --max_minutes, whichever comes first), or constant",
                             choices=["constant", "cosine", "linear"])
     lr_warmup_steps: int = _opt(200, "steps of linear learning-rate warm-up from zero, which keeps high rates stable")
+    weight_decay: float = _opt(0.0, "decoupled weight decay of the VAE's kernels (AdamW, Loshchilov & Hutter 2019): each "
+                               "step shrinks them by this times the learning rate, against overfitting small folders "
+                               "(0: none)")
     clipnorm: float = _opt(0.0, "clip each step's gradient to this global norm; 0 turns clipping off")
     seed: int = _opt(0, "seed of weights, data order, flips and sampling noise")
     max_bad_steps: int = _opt(20, "stop after this many consecutive steps with a NaN or Inf loss or gradient (each is skipped)")
@@ -113,7 +116,7 @@ class Config:
                 raise UserError(f"--{name} must be from 0 to 1 (exclusive), got {getattr(self, name)}")
         for name in ["beta", "clipnorm", "lr_warmup_steps", "kl_warmup_epochs", "free_bits", "early_stopping",
                      "save_every_steps", "max_minutes", "seed", "adversarial_weight", "adversarial_start_epochs",
-                     "disc_learning_rate", "frequency_weight"]:
+                     "disc_learning_rate", "frequency_weight", "weight_decay"]:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise UserError(f"--{name} must be a finite number of at least 0, got {value}")

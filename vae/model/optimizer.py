@@ -7,6 +7,9 @@ from keras import ops
 from vae.model.keras_adapter import CountingLossScaleOptimizer, learning_rate_schedule
 
 DISCRIMINATOR_BETAS = (0.5, 0.9)  # VQGAN's Adam: a short memory of the gradients, for a target that moves every step
+# Weight decay shrinks kernels only: a bias, BatchNorm's scale and shift and a learned Laplace scale set levels, which
+# decay would bias, not capacity (AdamW's usual exclusions).
+NOT_DECAYED = ["bias", "gamma", "beta", "log_scale"]
 
 
 @keras.saving.register_keras_serializable(package="vae")
@@ -92,15 +95,19 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_optimizer(learning_rate, total_steps, warmup_steps, schedule="constant", clipnorm=0.0, loss_scaling=False,
-                   loss_terms=1, betas=(0.9, 0.999)):
+                   loss_terms=1, betas=(0.9, 0.999), weight_decay=0.0):
     """Adam on a WarmupDecay schedule (constant, cosine or linear after the warm-up), skipping non-finite steps.
 
     `loss_terms`: how many per-pixel terms the loss sums; float16 loss scaling starts that much lower
     than the usual 2**15, which assumes a mean, so its first steps do not all overflow.
     `betas`: Adam's two decay rates; the discriminator's are VQGAN's (0.5, 0.9).
+    `weight_decay`: decoupled (AdamW): each step multiplies every kernel by 1 - weight_decay * learning rate.
     """
     rate = WarmupDecay(learning_rate, min(warmup_steps, max(total_steps - 1, 0)), total_steps, schedule)
-    adam = keras.optimizers.Adam(rate, beta_1=betas[0], beta_2=betas[1], global_clipnorm=clipnorm or None)
+    adam = keras.optimizers.Adam(rate, beta_1=betas[0], beta_2=betas[1], global_clipnorm=clipnorm or None,
+                                 weight_decay=weight_decay or None)
+    if weight_decay:
+        adam.exclude_from_weight_decay(var_names=NOT_DECAYED)
     if not loss_scaling:
         return SkipNonFinite(adam)
     return SkipNonFinite(adam, loss_scaling=True, initial_scale=2.0 ** max(0, 15 - math.ceil(math.log2(loss_terms))))

@@ -112,7 +112,9 @@ def describe_device(precision: str = "auto", jit_compile: str = "auto") -> str:
         where = f"{len(tf.config.list_physical_devices('GPU'))} GPU(s)"
         why = "tensor cores"
     else:
-        where = f"CPU, {os.cpu_count()} cores"
+        # The cores this process may use: taskset and a container's CPU set leave fewer than the machine has.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        where = f"CPU, {cores} core{'s' if cores != 1 else ''}"
         why = "native bfloat16" if native_bfloat16() else "no native bfloat16 (AVX-512 BF16 or AMX), so float32"
     chosen = resolve_precision(precision)
     xla = "on" if resolve_jit(jit_compile) else "off"

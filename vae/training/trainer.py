@@ -374,7 +374,8 @@ def build_model(cfg: Config, steps_per_epoch: int, strategy: tf.distribute.Strat
         disc_optimizer = make_optimizer(cfg.disc_learning_rate or cfg.learning_rate, **schedule,
                                         betas=DISCRIMINATOR_BETAS) if cfg.adversarial_weight else None
         model.compile(
-            optimizer=make_optimizer(cfg.learning_rate, **schedule, loss_terms=cfg.image_size**2 * 3),
+            optimizer=make_optimizer(cfg.learning_rate, **schedule, loss_terms=cfg.image_size**2 * 3,
+                                     weight_decay=cfg.weight_decay),
             disc_optimizer=disc_optimizer,
             jit_compile=resolve_jit(cfg.jit_compile),
             steps_per_execution=cfg.steps_per_execution,
