@@ -161,7 +161,7 @@ def plain_way_psnr(folder: Path) -> float:
     val = dataset.eval_batches(faces, val_idx, cfg.batch_size)
     train_step = tf.function(model.train_step)
     for epoch in range(cfg.num_epochs):
-        order, flips, _ = epoch_order(len(train_idx), cfg.seed, epoch)
+        order, flips = epoch_order(len(train_idx), cfg.seed, epoch)
         for step in range(steps):
             rows = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
             batch = faces.numpy(train_idx[order[rows]])

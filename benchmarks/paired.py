@@ -1,7 +1,7 @@
 """Quality at equal wall time: a train.py variant and the plain reference recipe trained at the same time, one core each.
 
     python benchmarks/paired.py --name adversarial --minutes 10 -- --adversarial_weight 0.1 --disc_augment
-    python benchmarks/paired.py --name translate --baseline "" --faces 1200 -- --translate 4   # the defaults, few faces
+    python benchmarks/paired.py --name few_wd --baseline "" --faces 1200 -- --weight_decay 1   # vs the defaults, few faces
 
 The faces of ../shared/anime_faces are split once by name: a held-out slice of 600 that no run trains or tunes on,
 and the rest, from which train.py takes its validation split. Both runs are then measured by evaluate.py on their

@@ -26,8 +26,6 @@ class Config:
     image_size: int = _opt(64, "side of the square images the model sees, a power of two from 16 to 256")
     val_split: float = _opt(0.05, "fraction of files held out for validation (0.05: 5%), chosen by hashing file names")
     flip: bool = _opt(True, "random horizontal flips of training images")
-    translate: int = _opt(0, "random shift of each training image by up to this many pixels each way, borders "
-                          "mirrored, against overfitting small folders (0: none)")
     synthetic_num: int = _opt(6000, "number of synthetic faces rendered when --data is not given")
     # Model.
     latent_dim: int = _opt(128, f"dimension of the latent space, at most {MAX_LATENT_DIM}")
@@ -106,9 +104,6 @@ class Config:
                 raise UserError(f"--{name} must be at most {most}, got {getattr(self, name)}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")
-        if not 0 <= self.translate <= size // 8:
-            raise UserError(f"--translate must be from 0 to {size // 8} pixels (an eighth of --image_size), "
-                            f"got {self.translate}")
         if not 0 < self.val_split < 1:
             raise UserError(f"--val_split must be between 0 and 1 (exclusive), got {self.val_split}")
         for name in ("bn_momentum", "ema_decay"):

@@ -100,28 +100,16 @@ def load_faces(
     return FaceSet(names, images, skipped)
 
 
-def epoch_order(num: int, seed: int, epoch: int, translate: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The shuffled order, the flip and the (rows, columns) shift of each image in one epoch: a pure function of
-    (seed, epoch), so a resumed run replays it. Shifts are drawn last, so order and flips do not depend on them."""
+def epoch_order(num: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shuffled order and the flip of each image in one epoch: a pure function of (seed, epoch), so a resumed run
+    replays it."""
     rng = np.random.default_rng([seed, epoch])
-    order, flips = rng.permutation(num), rng.random(num) < 0.5
-    return order, flips, rng.integers(-translate, translate + 1, size=(num, 2))
-
-
-def shifted(batch: tf.Tensor, shifts: tf.Tensor) -> tf.Tensor:
-    """Each image of a batch moved by its (rows, columns) shift, the uncovered border mirrored from the image."""
-    def mirrored(n: int, shift: tf.Tensor) -> tf.Tensor:
-        # Source index of each output index; mirroring about both edges keeps every index inside [0, n).
-        index = tf.range(n, dtype=shift.dtype)[None, :] + shift[:, None]
-        return (n - 1) - tf.abs((n - 1) - tf.abs(index))
-
-    batch = tf.gather(batch, mirrored(batch.shape[1], shifts[:, 0]), axis=1, batch_dims=1)
-    return tf.gather(batch, mirrored(batch.shape[2], shifts[:, 1]), axis=2, batch_dims=1)
+    return rng.permutation(num), rng.random(num) < 0.5
 
 
 def train_batches(
     faces: FaceSet, indices, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, flip: bool = True,
-    device: str | None = None, epochs: int | None = 1, translate: int = 0,
+    device: str | None = None, epochs: int | None = 1,
 ) -> tf.data.Dataset:
     """Full uint8 batches of `epochs` epochs (None: every epoch from `epoch` on), each in its own order, starting
     after `skip_batches` batches of the first; an epoch's last partial batch is left out.
@@ -136,18 +124,15 @@ def train_batches(
     def one_epoch(e):
         # Python runs once per epoch, not per batch: a Dataset.from_generator of batches cost 40% of the step rate
         # on a 2-core CPU (docs/speed.md).
-        order, flips, shifts = tf.numpy_function(lambda e: epoch_order(len(indices), seed, int(e), translate), [e],
-                                                 (tf.int64, tf.bool, tf.int64))
-        shape, used = (steps, batch_size), steps * batch_size
-        rows = tf.reshape(tf.gather(kept, tf.ensure_shape(order, [len(indices)])[:used]), shape)
-        flips = tf.reshape(tf.ensure_shape(flips, [len(indices)])[:used], shape) & flip
-        shifts = tf.reshape(tf.ensure_shape(shifts, [len(indices), 2])[:used], (*shape, 2))
-        return tf.data.Dataset.from_tensor_slices((rows, flips, shifts))
+        order, flips = tf.numpy_function(lambda e: epoch_order(len(indices), seed, int(e)), [e], (tf.int64, tf.bool))
+        shape = (steps, batch_size)
+        rows = tf.reshape(tf.gather(kept, tf.ensure_shape(order, [len(indices)])[: steps * batch_size]), shape)
+        flips = tf.reshape(tf.ensure_shape(flips, [len(indices)])[: steps * batch_size], shape) & flip
+        return tf.data.Dataset.from_tensor_slices((rows, flips))
 
-    def gather(rows, flips, shifts):
+    def gather(rows, flips):
         batch = tf.gather(images, rows)
-        batch = tf.where(flips[:, None, None, None], tf.reverse(batch, axis=[2]), batch)
-        return shifted(batch, shifts) if translate else batch
+        return tf.where(flips[:, None, None, None], tf.reverse(batch, axis=[2]), batch)
 
     epochs_ds = tf.data.Dataset.counter(epoch) if epochs is None else tf.data.Dataset.range(epoch, epoch + epochs)
     ds = epochs_ds.flat_map(one_epoch).skip(skip_batches)

@@ -188,7 +188,7 @@ class Trainer:
         a new iterator each epoch stalled the next step for seconds. Each epoch ends in end_epoch()."""
         cfg = self.cfg
         ds = train_batches(self.faces, self.train_idx, cfg.batch_size, cfg.seed, epoch, first_step, cfg.flip,
-                           device=prefetch_device(self.strategy), epochs=epochs, translate=cfg.translate)
+                           device=prefetch_device(self.strategy), epochs=epochs)
         hooks = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: self.begin_epoch(e),
                                                on_epoch_end=lambda e, logs: self.end_epoch(e, logs))
         self.model.fit(ds, initial_epoch=epoch, epochs=epoch + epochs, steps_per_epoch=self.steps - first_step,
