@@ -6,7 +6,7 @@ from PIL import Image
 from vae.errors import UserError
 from vae.pictures import save_gif
 
-from conftest import run_script
+from conftest import cli
 
 
 def tile(grid, row, col, size=32, gap=2):
@@ -28,15 +28,13 @@ def test_slerp_follows_the_great_circle():
     assert slerp(a, 3 * a, [0.5])[0] == pytest.approx([2.0, 0.0, 0.0])  # parallel: the straight line
 
 
-def test_interpolating_two_images(trained, model, tmp_path):
+def test_interpolating_two_images(trained, model, tmp_path, capsys):
     from vae.data.image_files import load_image
     from vae.pictures import to_uint8
 
     images, run = trained
     a, b = images / "img_0003.png", images / "img_0007.png"
-    result = run_script("explore.py", "interpolate", "--model", run, "--images", a, b, "--steps", "5",
-                        "--out", tmp_path / "strip.png")
-    assert result.returncode == 0, result.stderr
+    cli(capsys, "explore", "interpolate", "--model", run, "--images", a, b, "--steps", "5", "--out", tmp_path / "strip.png")
     strip = np.asarray(Image.open(tmp_path / "strip.png"))
     assert strip.shape == (2 * 36, 2 * (7 * 34 + 2), 3)  # 7 tiles: original, 5 faces, original; enlarged 2x to 256+
     strip = strip[::2, ::2]
@@ -78,11 +76,10 @@ def test_interpolation_needs_two_existing_images(trained, model, tmp_path):
         latent.interpolate_images(model, [str(images / "img_0000.png"), str(tmp_path / "bad.png")], 5)
 
 
-def test_traversal_moves_one_dimension_per_row(trained, tmp_path):
+def test_traversal_moves_one_dimension_per_row(trained, tmp_path, capsys):
     _, run = trained
-    result = run_script("explore.py", "traverse", "--model", run, "--dims", "3", "--steps", "5", "--out", tmp_path / "t.png")
-    assert result.returncode == 0, result.stderr
-    rows = [int(part.split(" ")[0][1:]) for part in result.stdout.split(": ", 1)[1].split(", ")]
+    stdout, _ = cli(capsys, "explore", "traverse", "--model", run, "--dims", "3", "--steps", "5", "--out", tmp_path / "t.png")
+    rows = [int(part.split(" ")[0][1:]) for part in stdout.split(": ", 1)[1].split(", ")]
     assert len(rows) == len(set(rows)) == 3 and all(0 <= d < 8 for d in rows)
     grid = np.asarray(Image.open(tmp_path / "t.png"))
     assert grid.shape == (2 * (3 * 34 + 2), 2 * (5 * 34 + 2), 3)
@@ -112,14 +109,13 @@ def test_traversal_sets_one_coordinate_of_the_base(model):
         assert np.array_equal(tile(grid, 0, col), decode(model, z)[0])
 
 
-def test_encode_writes_names_means_and_log_variances(trained, model, tmp_path):
+def test_encode_writes_names_means_and_log_variances(trained, model, tmp_path, capsys):
     from vae.data.image_files import load_image
     from vae.model.vae import encode
 
     images, run = trained
-    result = run_script("explore.py", "encode", "--model", run, "--data", images, "--out", tmp_path / "z.npz")
-    assert result.returncode == 0, result.stderr
-    assert "40 images" in result.stdout
+    stdout, _ = cli(capsys, "explore", "encode", "--model", run, "--data", images, "--out", tmp_path / "z.npz")
+    assert "40 images" in stdout
     latents = np.load(tmp_path / "z.npz")  # no pickles: names are a unicode array
     assert list(latents["names"]) == [f"img_{i:04d}.png" for i in range(40)]
     assert latents["mean"].shape == latents["log_var"].shape == (40, 8)

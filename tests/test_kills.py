@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import vae.model
+from vae.cli import invoke
 
-from conftest import TINY, blob_images, epochs_in_history, kill_when, read_state, run_script, sha, write_pngs
+from conftest import MAIN, TINY, blob_images, cli, epochs_in_history, kill_when, read_state, sha, write_pngs
 
 
 def progressed(out, since, delay):
@@ -26,7 +27,7 @@ def progressed(out, since, delay):
 
 
 @pytest.mark.slow
-def test_killed_at_five_random_moments_the_run_ends_whole(tmp_path):
+def test_killed_at_five_random_moments_the_run_ends_whole(tmp_path, capsys):
     images = write_pngs(tmp_path / "images", blob_images(400, 32))
     out = tmp_path / "run"
     command = ["train.py", "--data", images, "--out", out, "--num_epochs", "5", "--val_split", "0.1",
@@ -44,19 +45,23 @@ def test_killed_at_five_random_moments_the_run_ends_whole(tmp_path):
     checkpoint = out / state["checkpoint"]
     before = sha(checkpoint)
 
-    # A rate that diverges: clear message, no traceback, checkpoint untouched, a model that loads.
-    diverged = run_script(*command, "--learning_rate", "1000")
-    assert diverged.returncode == 2
-    assert diverged.stdout.splitlines()[0] == f"resuming from epoch {state['epoch'] + 1}, step {state['step']}"
-    assert "likely too high" in diverged.stderr and state["checkpoint"] in diverged.stderr
-    assert "Traceback" not in diverged.stderr and len(diverged.stderr.strip().splitlines()) == 1
+    # A rate that diverges: clear message, no traceback, checkpoint untouched, a model that loads. The reruns need no
+    # fresh process (the kills were the point of those), so they run in this one, as invoke() runs train.py's main.
+    args = [str(a) for a in command[1:]]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        invoke(MAIN["train"], [*args, "--learning_rate", "1000"])
+    diverged = capsys.readouterr()
+    assert exit.value.code == 2
+    assert diverged.out.splitlines()[0] == f"resuming from epoch {state['epoch'] + 1}, step {state['step']}"
+    assert "likely too high" in diverged.err and state["checkpoint"] in diverged.err
+    assert "Traceback" not in diverged.err and len(diverged.err.strip().splitlines()) == 1
     assert sha(checkpoint) == before and read_state(out)["checkpoint"] == state["checkpoint"]
     assert isinstance(keras.saving.load_model(out / "model_last.keras", compile=False), vae.model.VAE)
 
     # The same command again resumes from that checkpoint and finishes: each epoch once, all its outputs, no leftovers.
-    resumed = run_script(*command)
-    assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stdout.splitlines()[0] == f"resuming from epoch {state['epoch'] + 1}, step {state['step']}"
+    resumed, _ = cli(capsys, "train", *args)
+    assert resumed.splitlines()[0] == f"resuming from epoch {state['epoch'] + 1}, step {state['step']}"
     assert epochs_in_history(out) == list(range(1, 6))
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert len({r["steps"] for r in rows}) == 1  # a resumed epoch counts its steps to the end of the epoch

@@ -209,11 +209,11 @@ def test_data_and_out_are_stored_absolute_and_spellings_of_one_folder_match(tmp_
 def test_a_run_saved_before_a_setting_existed_keeps_what_it_used(crashed_after_epoch_1):
     images, out = crashed_after_epoch_1
     saved = json.loads((out / "config.json").read_text())
-    del saved["bn_momentum"]
+    del saved["bn_momentum"], saved["frequency_weight"]
     (out / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(UserError, match=r"other settings \(--bn_momentum 0.99 -> 0.9\)"):
+    with pytest.raises(UserError, match=r"other settings \(--bn_momentum 0.99 -> 0.9, --frequency_weight 0.0 -> 4.0\)"):
         train(tiny_config(images, out))
-    assert Config.load(out / "config.json").bn_momentum == 0.99
+    assert (Config.load(out / "config.json").bn_momentum, Config.load(out / "config.json").frequency_weight) == (0.99, 0)
     assert Config.load(out / "config.json").latent_dim == saved["latent_dim"]
 
 
