@@ -58,7 +58,7 @@ class Config:
                             "from the raw weights (0: off)")
     # Optimisation.
     num_epochs: int = _opt(12, "number of passes over the training images (the default run on synthetic faces, "
-                           "rendering included, took 9 minutes on 2 cores); a larger one extends a finished run",
+                           "rendering included, took 10 minutes on 2 Zen 3 cores); a larger one extends a finished run",
                            runtime=True)
     batch_size: int = _opt(64, "images per training step (global, over all replicas)")
     learning_rate: float = _opt(1e-3, "peak learning rate of Adam; may be changed when resuming", runtime=True)
