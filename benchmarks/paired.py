@@ -1,4 +1,5 @@
-"""Quality at equal wall time: a train.py variant and the plain reference recipe trained at the same time, one core each.
+"""Quality at equal wall time: a train.py variant and the plain reference recipe (or other flags) trained at the same
+time, one core each.
 
     python benchmarks/paired.py --name adversarial --minutes 10 -- --adversarial_weight 0.1 --disc_augment
     python benchmarks/paired.py --name few_wd --baseline "" --faces 1200 -- --weight_decay 1   # vs the defaults, few faces
@@ -50,6 +51,11 @@ def evaluate(run: Path, data: Path | None, out: Path, samples: int, prior: str |
     return json.loads((out / "report.json").read_text())
 
 
+def prior(label: str) -> str | None:
+    """evaluate.py's --prior for an arm: the reference recipe knows no mixture."""
+    return "normal" if label == "reference" else None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the variant's run folder name under --runs")
@@ -83,9 +89,6 @@ def main(argv=None):
     print(f"trained in {(time.time() - started) / 60:.1f} min", flush=True)
     results = {"cpu": cpu, "minutes": args.minutes, "faces": args.faces, "variant": args.variant, "against": other,
                other + "_flags": flags}
-    def prior(label):  # the reference recipe knows no mixture
-        return "normal" if label == "reference" else None
-
     for label, (run, _) in arms.items():
         history = (run / "history.csv").read_text().splitlines()
         results[label] = {
