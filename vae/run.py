@@ -316,7 +316,10 @@ class Run:
             self.removable()  # refuses a folder that is not a run of this package
             return None
         if not self.config_file.exists():
-            others = [p.name for p in self.folder.iterdir() if p != self.lock_file] if self.folder.is_dir() else []
+            # The lock and the manifest are a starting trainer's first files, before config.json: another trainer
+            # checking at that moment must reach the lock and be told who holds it, not that this is no run folder.
+            ours = (self.lock_file, self.manifest_file)
+            others = [p.name for p in self.folder.iterdir() if p not in ours] if self.folder.is_dir() else []
             if others or self.folder.exists() and not self.folder.is_dir():
                 raise UserError(f"--out {self.folder} exists and is not a run folder; choose another --out")
             return None
