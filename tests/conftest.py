@@ -1,7 +1,9 @@
 """Shared fixtures: tiny image folders, the real faces when present, and running the scripts."""
 import base64
+import contextlib
 import csv
 import hashlib
+import io
 import json
 import os
 import runpy
@@ -137,13 +139,23 @@ TINY = ["--image_size", "32", "--width", "8", "--latent_dim", "8", "--batch_size
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """(images, run folder, train.py's CompletedProcess): 40 generated 32x32 PNGs and a 2-epoch run, once per session."""
+    """(images, run folder, train.py's stdout and stderr): 40 generated 32x32 PNGs and a 2-epoch run, once per session.
+
+    Run in-process, as vae.cli.invoke runs train.py's main: the fresh processes of the kill and signal tests are the
+    ones that prove a real train.py ends cleanly."""
+    from vae.cli import invoke
+
     root = tmp_path_factory.mktemp("trained_run")
     images = write_pngs(root / "images", blob_images(40, 32))
     run = root / "run"
-    result = run_script("train.py", "--data", images, "--out", run, "--num_epochs", "2", "--val_split", "0.2", *TINY)
-    assert result.returncode == 0, result.stderr
-    return images, run, result
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            invoke(MAIN["train"], [str(a) for a in ["--data", images, "--out", run, "--num_epochs", "2", "--val_split", "0.2",
+                                                    *TINY]])
+        except SystemExit as e:
+            raise AssertionError(f"train.py exited with {e.code}: {stderr.getvalue()}") from e
+    return images, run, subprocess.CompletedProcess(["train.py"], 0, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The scripts end to end on a tiny trained run: train.py in a fresh process, the others in-process through vae.cli.invoke."""
+"""The scripts end to end on a tiny trained run, in-process through vae.cli.invoke as their command lines run them."""
 import csv
 import hashlib
 import json

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vae.cli import invoke
 from vae.errors import UserError
 
-from conftest import cli, run_script
+from conftest import MAIN, cli
 
 DIMS = 32 * 32 * 3
 
@@ -95,12 +96,13 @@ def test_unusable_inputs_are_user_errors(trained, model, tmp_path):
         evaluate(model, Run.open(run), num_samples=0, progress=False)
 
 
-def test_cli_refuses_a_damaged_model(trained, tmp_path):
+def test_cli_refuses_a_damaged_model(trained, tmp_path, capsys):
     (tmp_path / "model.keras").write_bytes(b"not a zip file")
-    result = run_script("evaluate.py", "--model", tmp_path / "model.keras", "--data", trained[0])
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert (result.stderr.startswith(f"error: --model {tmp_path / 'model.keras'} is damaged")
-            and len(result.stderr.splitlines()) == 1)
+    with pytest.raises(SystemExit) as exit:
+        invoke(MAIN["evaluate"], ["--model", str(tmp_path / "model.keras"), "--data", str(trained[0])])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and "Traceback" not in err
+    assert err.startswith(f"error: --model {tmp_path / 'model.keras'} is damaged") and len(err.splitlines()) == 1
 
 
 def test_swd_tells_real_faces_from_an_untrained_model(real_faces):

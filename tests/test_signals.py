@@ -31,6 +31,7 @@ def test_sigterm_mid_epoch_checkpoints_that_step_and_the_rerun_resumes_it(tmp_pa
     seconds = time.monotonic() - sent
     assert proc.returncode == 128 + sig, err
     line = err.strip().splitlines()[-1]
+    assert err == line + "\n", err  # a real train.py's stderr: that line and nothing else (no TensorFlow notices)
     assert line.startswith(f"stopped by {sig.name} at epoch ") and line.endswith("; rerun to resume"), err
     assert seconds < 10, seconds  # well inside Kubernetes' 30 s grace period
     state = json.loads((out / "state.json").read_text())

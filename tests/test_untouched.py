@@ -326,9 +326,7 @@ def test_a_state_json_naming_a_file_outside_the_run_is_refused_before_anything_i
     assert "\n" not in str(refused.value)
 
 
-def test_a_disk_that_fills_during_training_is_one_line_naming_the_kept_checkpoint_and_the_rerun_resumes(tmp_path):
-    from conftest import run_script
-
+def test_a_disk_that_fills_during_training_is_one_line_naming_the_kept_checkpoint_and_the_rerun_resumes(tmp_path, capsys):
     mount = tmp_path / "small_disk"
     mount.mkdir()
     images = write_pngs(tmp_path / "images", blob_images(40, 32))
@@ -341,18 +339,19 @@ def test_a_disk_that_fills_during_training_is_one_line_naming_the_kept_checkpoin
     try:
         out = mount / "run"
         args = ["--data", images, "--out", out, "--num_epochs", "3", "--val_split", "0.2", *TINY]
-        full = run_script("train.py", *args)
-        assert full.returncode == 2, full.stderr
-        line = full.stderr.strip()
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit:  # in-process, as vae.cli.invoke runs train.py's main
+            invoke(MAIN["train"], [str(a) for a in args])
+        line = capsys.readouterr().err.strip()
+        assert exit.value.code == 2, line
         assert "\n" not in line and re.fullmatch(r"error: no space left on device writing \S+; the last checkpoint "
                                                  r"\(checkpoints/ckpt-e\d{4}-s\d{6}\.keras: epoch \d, step \d+\) is intact: "
                                                  r"free space and rerun to resume from it", line), line
         kept = json.loads((out / "state.json").read_text())
         assert not list(out.rglob(".partial-*"))
         subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
-        resumed = run_script("train.py", *args)
-        assert resumed.returncode == 0, resumed.stderr
-        assert resumed.stdout.splitlines()[0] == f"resuming from epoch {kept['epoch'] + 1}, step {kept['step']}"
+        resumed, _ = cli(capsys, "train", *args)
+        assert resumed.splitlines()[0] == f"resuming from epoch {kept['epoch'] + 1}, step {kept['step']}"
         assert [int(r.split(",")[0]) for r in (out / "history.csv").read_text().splitlines()[1:]] == [1, 2, 3]
         from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 
