@@ -1,4 +1,5 @@
-"""tf.distribute: mirrored replicas match one device, a checkpoint moves between strategies, two workers train."""
+"""tf.distribute: mirrored replicas match one device (the discriminator's step too), a checkpoint moves between strategies,
+two workers train."""
 import csv
 import json
 import os
@@ -28,10 +29,17 @@ def train_args(images, out, *extra):
     return ["train.py", "--data", images, "--out", out, "--val_split", "0.2", "--save_every_steps", "0", *TINY, *extra]
 
 
-def test_mirrored_replicas_follow_one_device_and_a_checkpoint_moves_between_strategies(images, tmp_path):
-    result = run_script("tests/distributed_runs.py", images, tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    runs = json.loads(result.stdout.splitlines()[-1])
+@pytest.fixture(scope="module")
+def two_devices(images, tmp_path_factory):
+    """(what tests/distributed_runs.py printed, its output folder): one fresh process, the CPU split in two devices."""
+    root = tmp_path_factory.mktemp("two_devices")
+    result = run_script("tests/distributed_runs.py", images, root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1]), root
+
+
+def test_mirrored_replicas_follow_one_device_and_a_checkpoint_moves_between_strategies(two_devices):
+    runs, tmp_path = two_devices
     one, two = runs["default"]["history"], runs["mirrored"]["history"]
     assert "2 replicas" in runs["mirrored"]["stdout"] and "2 replicas" not in runs["default"]["stdout"]
     # Same global batch, data order and initial weights; only the sampling noise is drawn per replica.
@@ -45,6 +53,14 @@ def test_mirrored_replicas_follow_one_device_and_a_checkpoint_moves_between_stra
     assert [int(r["epoch"]) for r in moved["history"]] == [1, 2]
     assert json.loads((tmp_path / "moved" / "config.json").read_text())["strategy"] == "mirrored"
     assert isinstance(keras.saving.load_model(tmp_path / "moved" / "model_best.keras", compile=False), vae.model.VAE)
+
+
+def test_mirrored_replicas_train_the_discriminator_alike_and_skip_its_nan_together(two_devices):
+    out = two_devices[0]["discriminator"]
+    assert out["agree"] and out["disc_unchanged"]
+    assert np.isfinite(out["first"]["disc_loss"][0]) and out["first"]["disc_skipped_steps"] == [0]
+    assert out["second"]["disc_skipped_steps"] == [4] and out["second"]["disc_consecutive_skips"] == [4]
+    assert out["second"]["skipped_steps"] == [0] and (out["vae_steps"], out["disc_steps"]) == (8, 4)
 
 
 def free_port():

@@ -1,7 +1,8 @@
 """Sharper faces: the adversarial patch term (discriminator, its optimizer, checkpoints, NaN guard, tf.distribute), the focal
-frequency term and the moving average of the weights."""
+frequency term and the moving average of the weights. Their step on two replicas: test_distribute."""
 import io
 import json
+import math
 import zipfile
 
 import h5py
@@ -19,13 +20,13 @@ from vae.model.optimizer import DISCRIMINATOR_BETAS, make_optimizer
 from vae.model.vae import VAE, averaged_weights, load_vae, save_averaged
 from vae.training.callbacks import NonFiniteStop
 
-from conftest import ROOT, blob_images, run_script
+from conftest import ROOT, blob_images
 
 SIZE = 32
 
 
 def sharp_vae(adversarial_weight=0.1, loss_scaling=False, **kwargs):
-    """A tiny VAE (32 px, width 8, latent 8) with the new terms asked for, compiled and its optimizers built."""
+    """A tiny VAE (16 px, width 8, latent 8) with the new terms asked for, compiled and its optimizers built."""
     keras.utils.set_random_seed(0)
     model = VAE(image_size=SIZE, latent_dim=8, width=8, beta=1.0, seed=0, adversarial_weight=adversarial_weight, **kwargs)
     disc = make_optimizer(3e-3, 1000, 0, loss_scaling=loss_scaling, betas=DISCRIMINATOR_BETAS) if adversarial_weight else None
@@ -269,7 +270,7 @@ def test_a_nan_in_the_discriminators_loss_is_skipped_and_the_vae_still_steps(mon
     assert all(not np.array_equal(a, b) for a, b in zip(vae_before, values(model.vae_weights)))
     if precision == "mixed_float16":  # each skip halves the discriminator's loss scale, not the VAE's
         assert float(model.disc_optimizer.dynamic_scale) == 2.0**13
-        assert float(model.optimizer.dynamic_scale) == 2.0 ** (15 - 12)
+        assert float(model.optimizer.dynamic_scale) == 2.0 ** (15 - math.ceil(math.log2(SIZE**2 * 3)))  # untouched
 
 
 def test_a_nan_in_the_discriminators_weights_drops_its_term_and_the_trainer_stops_on_its_skips(images):
@@ -328,56 +329,12 @@ def test_averaged_weights_swap_in_and_out_and_training_continues_from_the_raw_we
 
 
 @pytest.mark.slow
-def test_mirrored_replicas_train_the_discriminator_alike_and_skip_its_nan_together(tmp_path, images):
-    np.save(tmp_path / "x.npy", images[:32])
-    code = f"""
-import json
-import numpy as np
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import vae.model.vae as vae_module
-from vae.config import Config
-from vae.training.trainer import build_model
-
-cfg = Config(image_size=32, width=8, latent_dim=8, batch_size=8, lr_warmup_steps=0, adversarial_weight=0.1,
-             ema_decay=0.9).validate()
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-hinge, poisoned = vae_module.hinge_losses, tf.Variable(False)  # read by the one traced step: no second trace to wait for
-vae_module.hinge_losses = lambda real, fake: (lambda loss, accuracy: (tf.where(poisoned, np.nan, loss), accuracy))(
-    *hinge(real, fake))
-model = build_model(cfg, 4, strategy)
-data = tf.data.Dataset.from_tensor_slices(np.load({str(tmp_path / "x.npy")!r})).batch(8)
-history = lambda fit: {{k: [float(v) for v in values] for k, values in fit.history.items()}}  # noqa: E731
-first = history(model.fit(data, epochs=1, verbose=0))
-def alike(variables):
-    return all(all(np.array_equal(c.numpy(), v.value.values[0].numpy()) for c in v.value.values) for v in variables)
-agree = alike(model.discriminator.weights + model.averages + model.disc_optimizer.variables)
-disc_before = [w.numpy() for w in model.discriminator.trainable_weights]
-poisoned.assign(True)
-second = history(model.fit(data, epochs=1, verbose=0))
-disc_after = [w.numpy() for w in model.discriminator.trainable_weights]
-print(json.dumps({{"first": first, "second": second, "agree": agree,
-                  "disc_unchanged": all(np.array_equal(a, b) for a, b in zip(disc_before, disc_after)),
-                  "vae_steps": int(model.optimizer.iterations.numpy()),
-                  "disc_steps": int(model.disc_optimizer.iterations.numpy())}}))
-"""
-    result = run_script("-c", code)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.splitlines()[-1])
-    assert out["agree"] and out["disc_unchanged"]
-    assert np.isfinite(out["first"]["disc_loss"][0]) and out["first"]["disc_skipped_steps"] == [0]
-    assert out["second"]["disc_skipped_steps"] == [4] and out["second"]["disc_consecutive_skips"] == [4]
-    assert out["second"]["skipped_steps"] == [0] and (out["vae_steps"], out["disc_steps"]) == (8, 4)
-
-
-@pytest.mark.slow
 def test_train_py_with_every_new_term_writes_their_columns_and_models_that_load(tmp_path, images, capsys):
     from conftest import TINY, cli, write_pngs
 
     folder = write_pngs(tmp_path / "images", images)
     out = tmp_path / "run"
-    cli(capsys, "train", "--data", folder, "--out", out, "--num_epochs", "2", "--val_split", "0.2", *TINY,
+    cli(capsys, "train", "--data", folder, "--out", out, "--num_epochs", "2", "--val_split", "0.2", *TINY, "--image_size", SIZE,
         "--adversarial_weight", "0.1", "--adversarial_start_epochs", "1", "--disc_augment", "--frequency_weight", "1",
         "--ema_decay", "0.99", "--weight_decay", "0.1")
     header = (out / "history.csv").read_text().splitlines()[0].split(",")
