@@ -19,6 +19,24 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_FACES = ROOT.parent / "shared" / "anime_faces"
 
+# The files that take longest on 2 cores, longest first. pytest-xdist's --dist loadfile hands out whole files in
+# collection order; left to its own order (most tests first) the few-test long files came last, and one worker ran
+# them for 77 s while the other had finished. The rest keep their order, to fill the gaps.
+LONGEST_FIRST = ["test_sharp.py", "test_distribute.py", "test_kills.py", "test_model.py", "test_training.py",
+                 "test_run_folder.py", "test_old_checkpoints.py", "test_export.py", "test_bad_input.py", "test_device.py",
+                 "test_signals.py", "test_app.py", "test_untouched.py", "test_careless.py", "test_real_faces.py", "test_cli.py",
+                 "test_evaluate.py", "test_readme.py"]
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist present
+        config.option.loadscopereorder = False  # hand out files in the order below
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: within a file, and the rest, as collected
+
 
 def blob_images(num: int, size: int, seed: int = 0) -> np.ndarray:
     """Structured test images: a coloured disc on a plain background, varying in position, radius and colours."""

@@ -1,4 +1,4 @@
-"""A training run killed with SIGKILL at five random moments, one during a checkpoint write, ends whole."""
+"""A training run killed with SIGKILL at three moments, two random and one during a checkpoint write, ends whole."""
 import csv
 import random
 import time
@@ -27,21 +27,21 @@ def progressed(out, since, delay):
 
 
 @pytest.mark.slow
-def test_killed_at_five_random_moments_the_run_ends_whole(tmp_path, capsys):
+def test_killed_at_three_moments_the_run_ends_whole(tmp_path, capsys):
     images = write_pngs(tmp_path / "images", blob_images(400, 32))
     out = tmp_path / "run"
-    command = ["train.py", "--data", images, "--out", out, "--num_epochs", "5", "--val_split", "0.1",
+    command = ["train.py", "--data", images, "--out", out, "--num_epochs", "3", "--val_split", "0.1",
                "--save_every_steps", "5", *TINY]
     rng = random.Random(0)
     since = (-1, 0)
-    for kill in range(5):
+    for kill in range(3):  # each a fresh train.py, whose start is most of this test's time
         if kill == 1:  # during a checkpoint write: its temporary file is there
             kill_when(command, lambda: any(out.glob("checkpoints/.partial-*")))
         else:
             kill_when(command, progressed(out, since, delay=rng.uniform(0.0, 1.0)))
         state = read_state(out)
         since = (state["epoch"], state["step"])
-    assert state["epoch"] < 5, "the kills came too late to test anything"
+    assert state["epoch"] < 3, "the kills came too late to test anything"
     checkpoint = out / state["checkpoint"]
     before = sha(checkpoint)
 
@@ -62,10 +62,10 @@ def test_killed_at_five_random_moments_the_run_ends_whole(tmp_path, capsys):
     # The same command again resumes from that checkpoint and finishes: each epoch once, all its outputs, no leftovers.
     resumed, _ = cli(capsys, "train", *args)
     assert resumed.splitlines()[0] == f"resuming from epoch {state['epoch'] + 1}, step {state['step']}"
-    assert epochs_in_history(out) == list(range(1, 6))
+    assert epochs_in_history(out) == list(range(1, 4))
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert len({r["steps"] for r in rows}) == 1  # a resumed epoch counts its steps to the end of the epoch
-    for epoch in range(1, 6):
+    for epoch in range(1, 4):
         assert ((out / "samples" / f"epoch_{epoch:03d}.png").is_file()
                 and (out / "reconstructions" / f"epoch_{epoch:03d}.png").is_file())
     assert list(out.rglob(".partial-*")) == []
