@@ -11,7 +11,7 @@ from vae.model.vae import VAE
 from conftest import ROOT, blob_images, run_script
 
 
-def tiny_vae(size=32, beta=1.0, weight_decay=0.0, **kwargs):
+def tiny_vae(size=16, beta=1.0, weight_decay=0.0, **kwargs):
     keras.utils.set_random_seed(0)
     model = VAE(image_size=size, latent_dim=8, width=8, beta=beta, seed=0, **kwargs)
     model.compile(optimizer=make_optimizer(3e-3, total_steps=1000, warmup_steps=0, weight_decay=weight_decay))
@@ -19,7 +19,7 @@ def tiny_vae(size=32, beta=1.0, weight_decay=0.0, **kwargs):
 
 
 def test_weight_decay_shrinks_each_kernel_by_rate_times_decay_and_nothing_else():
-    images = blob_images(8, 32)
+    images = blob_images(8, 16)
     plain, decayed = tiny_vae(learn_scale=True), tiny_vae(learn_scale=True, weight_decay=5.0)
     start = {v.path: np.array(v.numpy()) for v in plain.trainable_variables}
     for model in (plain, decayed):
@@ -31,7 +31,7 @@ def test_weight_decay_shrinks_each_kernel_by_rate_times_decay_and_nothing_else()
             kernels += 1
         else:  # biases, BatchNorm's gamma and beta, the Laplace scale
             np.testing.assert_array_equal(b.numpy(), a.numpy())
-    assert kernels >= 8 and len(plain.trainable_variables) > kernels
+    assert kernels >= 7 and len(plain.trainable_variables) > kernels
 
 
 @pytest.mark.parametrize("size", [16, 32, 64])
@@ -49,7 +49,7 @@ def test_shapes(size):
 
 def test_log_variance_is_clamped():
     model = tiny_vae()
-    _, z_log_var = model.encoder(np.full((2, 32, 32, 3), 1e4, "float32"))
+    _, z_log_var = model.encoder(np.full((2, 16, 16, 3), 1e4, "float32"))
     assert np.all(np.asarray(z_log_var) <= 10.0) and np.all(np.asarray(z_log_var) >= -10.0)
 
 
@@ -76,14 +76,14 @@ def test_l1_is_summed_over_pixels_and_channels():
 
 def test_test_step_loss_is_recon_plus_beta_kl():
     model = tiny_vae(beta=2.5)
-    logs = model.evaluate(blob_images(16, 32), batch_size=8, return_dict=True, verbose=0)
+    logs = model.evaluate(blob_images(16, 16), batch_size=8, return_dict=True, verbose=0)
     assert logs["kl"] > 0
     assert logs["loss"] == pytest.approx(logs["recon"] + 2.5 * logs["kl"], rel=1e-5)
 
 
 def test_train_step_loss_is_recon_plus_beta_kl_without_warmup():
     model = tiny_vae(beta=0.5)
-    history = model.fit(blob_images(16, 32), batch_size=8, epochs=1, verbose=0, shuffle=False).history
+    history = model.fit(blob_images(16, 16), batch_size=8, epochs=1, verbose=0, shuffle=False).history
     assert history["beta"][0] == pytest.approx(0.5)
     assert history["loss"][0] == pytest.approx(history["recon"][0] + 0.5 * history["kl"][0], rel=1e-5)
 
@@ -98,7 +98,7 @@ def test_kl_warmup_rises_linearly():
 
 
 def test_free_bits_raise_the_objective_when_kl_is_small():
-    images = blob_images(8, 32)
+    images = blob_images(8, 16)
     plain = tiny_vae().fit(images, batch_size=8, epochs=1, verbose=0, shuffle=False).history
     floored = tiny_vae(free_bits=2.0).fit(images, batch_size=8, epochs=1, verbose=0, shuffle=False).history
     # Same weights and batch: the KL term is floored at 2 nats x 8 dims = 16 nats.
@@ -108,7 +108,7 @@ def test_free_bits_raise_the_objective_when_kl_is_small():
 
 def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
     model = tiny_vae()
-    images = blob_images(16, 32)
+    images = blob_images(16, 16)
     # The training-mode loss of each epoch's single step: BatchNorm's moving averages, which evaluate() uses,
     # still lag after 60 steps.
     losses = model.fit(images, batch_size=16, epochs=60, verbose=0, shuffle=False).history["loss"]
@@ -117,7 +117,7 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
 
 def test_non_finite_steps_are_skipped_and_counted():
     model = tiny_vae()
-    images = blob_images(16, 32).astype("float32") / 255.0
+    images = blob_images(16, 16).astype("float32") / 255.0
     images[9, 0, 0, 0] = np.nan  # poisons the second of two batches
     weights_before = [w.numpy() for w in model.trainable_weights]
     history = model.fit(images, batch_size=8, epochs=1, verbose=0, shuffle=False).history
@@ -140,7 +140,7 @@ def test_sampling_layer_is_seeded_and_serialisable():
 
 def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
     model = tiny_vae()
-    images = blob_images(8, 32)
+    images = blob_images(8, 16)
     model.fit(images, batch_size=8, epochs=2, verbose=0, shuffle=False)
     path = tmp_path / "m.keras"
     model.save(path)
@@ -157,7 +157,7 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
         "np.testing.assert_allclose(old.predict(want['x'], verbose=0), want['recon'], atol=1e-5)\n"
         "np.testing.assert_allclose(old.decoder.predict(want['z'], verbose=0), want['faces'], atol=1e-5)\n"
         f"m = keras.saving.load_model({str(path)!r})\n"
-        "assert type(m).__name__ == 'VAE' and m.latent_dim == 8 and m.image_size == 32\n"
+        "assert type(m).__name__ == 'VAE' and m.latent_dim == 8 and m.image_size == 16\n"
         "assert int(m.optimizer.iterations) == 2, int(m.optimizer.iterations)\n"
         f"out = m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)\n"
         f"np.testing.assert_array_equal(out, np.load({str(tmp_path / 'expected.npy')!r}))\n"
@@ -202,7 +202,7 @@ def test_weights_saved_before_the_sub_pixel_decoder_resume_into_a_new_model():
 def test_a_calibrated_decoder_learns_the_error_scale_per_channel(tmp_path):
     from vae.model.objective import laplace_nll
 
-    model = tiny_vae(beta=0.5, learn_scale=True)
+    model = tiny_vae(32, beta=0.5, learn_scale=True)  # at 16 px its scale is not yet the better fit
     images = blob_images(16, 32)
     start = np.exp(np.asarray(model.log_scale))
     history = model.fit(images, batch_size=8, epochs=40, verbose=0, shuffle=False).history

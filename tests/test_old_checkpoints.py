@@ -2,6 +2,7 @@
 resume and finish, and a damaged one falls back to the one before, as a damaged .keras checkpoint does; so does a
 checkpoint whose bytes are intact but do not load into the model."""
 import json
+import shutil
 
 import keras
 import pytest
@@ -27,14 +28,15 @@ def as_weights_h5_run(out, epoch):
     return state
 
 
-@pytest.fixture
-def stopped_after_one_epoch(tmp_path):
-    out = tmp_path / "run"
-    images = write_pngs(tmp_path / "images", blob_images(40, 32))
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """(images, a 2-epoch run stopped right after epoch 1 was checkpointed and published), trained once; tests take copies."""
+    root = tmp_path_factory.mktemp("stopped")
+    images, out = write_pngs(root / "images", blob_images(40, 32)), root / "run"
 
     def stop(self, epoch, logs):
         original(self, epoch, logs)
-        raise KeyboardInterrupt  # after epoch 1 was checkpointed and published, as Ctrl-C there would
+        raise KeyboardInterrupt  # as Ctrl-C there would
 
     original = trainer.Trainer.end_epoch
     with pytest.MonkeyPatch.context() as patch:
@@ -42,6 +44,14 @@ def stopped_after_one_epoch(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             train(tiny_config(images, out))
     return images, out
+
+
+@pytest.fixture
+def stopped_after_one_epoch(stopped_run, tmp_path):
+    """(images, a copy of stopped_run)."""
+    images, out = stopped_run
+    shutil.copytree(out, tmp_path / "run", symlinks=True)
+    return images, tmp_path / "run"
 
 
 def test_a_weights_h5_checkpoint_resumes_and_finishes(stopped_after_one_epoch, capsys):
