@@ -152,12 +152,15 @@ def run_script(*args, cwd=ROOT, timeout=300, env=None):
 MAIN = {name: runpy.run_path(str(ROOT / f"{name}.py"), run_name=name)["main"]
         for name in ("train", "sample", "reconstruct", "evaluate", "explore", "export")}
 
-TINY = ["--image_size", "32", "--width", "8", "--latent_dim", "8", "--batch_size", "8"]
+# The model size of the tiny runs: 16 px traces a third faster than 32 px, and no behaviour these tests check depends on it.
+SIZE = 16
+TINY = ["--image_size", str(SIZE), "--width", "8", "--latent_dim", "8", "--batch_size", "8"]
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """(images, run folder, train.py's stdout and stderr): 40 generated 32x32 PNGs and a 2-epoch run, once per session.
+    """(images, run folder, train.py's command line, stdout and stderr): 40 generated 32x32 PNGs and a 2-epoch run of a
+    32 px model, once per session; 32 px as the readers' tests (pages, grids, exports) have it.
 
     Run in-process, as vae.cli.invoke runs train.py's main: the fresh processes of the kill and signal tests are the
     ones that prove a real train.py ends cleanly."""
@@ -166,14 +169,15 @@ def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained_run")
     images = write_pngs(root / "images", blob_images(40, 32))
     run = root / "run"
+    args = [str(a) for a in ["--data", images, "--out", run, "--num_epochs", "2", "--val_split", "0.2", *TINY,
+                             "--image_size", "32"]]
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
-            invoke(MAIN["train"], [str(a) for a in ["--data", images, "--out", run, "--num_epochs", "2", "--val_split", "0.2",
-                                                    *TINY]])
+            invoke(MAIN["train"], args)
         except SystemExit as e:
             raise AssertionError(f"train.py exited with {e.code}: {stderr.getvalue()}") from e
-    return images, run, subprocess.CompletedProcess(["train.py"], 0, stdout.getvalue(), stderr.getvalue())
+    return images, run, subprocess.CompletedProcess(["train.py", *args], 0, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture(scope="session")
@@ -227,10 +231,10 @@ def read_state(run):
 
 
 def tiny_config(data, out, **overrides):
-    """A checked Config for a tiny run (32 px, width 8, latent 8, batch 8, 2 epochs) of `data` into `out`."""
+    """A checked Config for a tiny run (SIZE px, width 8, latent 8, batch 8, 2 epochs) of `data` into `out`."""
     from vae.config import Config
 
-    values = dict(data=str(data), out=str(out), image_size=32, width=8, latent_dim=8, batch_size=8,
+    values = dict(data=str(data), out=str(out), image_size=SIZE, width=8, latent_dim=8, batch_size=8,
                   num_epochs=2, val_split=0.2, lr_warmup_steps=5, save_every_steps=0)
     return Config(**{**values, **overrides}).validate()
 

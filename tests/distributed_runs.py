@@ -25,11 +25,12 @@ from vae.config import Config  # noqa: E402
 from vae.training import trainer  # noqa: E402
 
 images, root = sys.argv[1], Path(sys.argv[2])
+faces = np.stack([np.asarray(Image.open(f)) for f in sorted(Path(images).glob("*.png"))])
 
 
 def train(name: str, strategy: str) -> dict:
-    cfg = Config(data=images, out=str(root / name), image_size=32, width=8, latent_dim=8, batch_size=8, num_epochs=2,
-                 lr_warmup_steps=0, learning_rate=3e-3, val_split=0.2, save_every_steps=0, strategy=strategy).validate()
+    cfg = Config(data=images, out=str(root / name), image_size=faces.shape[1], width=8, latent_dim=8, batch_size=8, num_epochs=2,
+                 lr_warmup_steps=0, learning_rate=1e-2, val_split=0.2, save_every_steps=0, strategy=strategy).validate()
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         trainer.train(cfg)
@@ -41,8 +42,8 @@ def die(self, row, catching_up=False):
 
 
 def discriminator_on_two_replicas() -> dict:
-    """Two epochs of a 16 px VAE with the adversarial term and averaged weights; the second with a NaN discriminator loss."""
-    cfg = Config(image_size=16, width=8, latent_dim=8, batch_size=8, lr_warmup_steps=0, adversarial_weight=0.1,
+    """Two epochs of a tiny VAE with the adversarial term and averaged weights; the second with a NaN discriminator loss."""
+    cfg = Config(image_size=faces.shape[1], width=8, latent_dim=8, batch_size=8, lr_warmup_steps=0, adversarial_weight=0.1,
                  ema_decay=0.9).validate()
     # Reduced through one device: two strategies' collectives on the same devices share keys in one process, so the
     # trainer's (a smaller model) and this one's would clash. On GPUs the trainer's reduce by NCCL, not collectives.
@@ -51,9 +52,7 @@ def discriminator_on_two_replicas() -> dict:
     vae_module.hinge_losses = lambda real, fake: (lambda loss, accuracy: (tf.where(poisoned, np.nan, loss), accuracy))(
         *hinge(real, fake))
     model = trainer.build_model(cfg, 4, strategy)
-    faces = np.stack([np.asarray(Image.open(f)) for f in sorted(Path(images).glob("*.png"))[:32]])[:, ::2, ::2]  # 16 px:
-    # half the time of 32 px to trace two replicas of the VAE and the discriminator
-    data = tf.data.Dataset.from_tensor_slices(faces).batch(8)
+    data = tf.data.Dataset.from_tensor_slices(faces[:32]).batch(8)
 
     def history(fit):
         return {k: [float(v) for v in values] for k, values in fit.history.items()}

@@ -284,7 +284,8 @@ def test_a_folder_mixing_good_images_with_every_bad_kind_trains_and_reconstructs
     before = snapshot(folder)
     skipped, usable = len(BROKEN) + len(TOO_SMALL), 100 + len(USABLE)
     out = tmp_path / "run"
-    stdout, stderr = cli(capsys, "train", "--data", folder, "--out", out, "--num_epochs", "1", "--val_split", "0.2", *TINY)
+    stdout, stderr = cli(capsys, "train", "--data", folder, "--out", out, "--num_epochs", "1", "--val_split", "0.2", *TINY,
+                     "--image_size", SIZE)  # the size the files above are made for
     warnings = [line for line in stdout.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: skipped {skipped} of {skipped + usable} image files: ")
     assert sorted(line.split("\t")[0] for line in (out / "skipped.txt").read_text().splitlines()) == sorted(SKIP_REASONS)

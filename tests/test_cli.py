@@ -9,7 +9,7 @@ from PIL import Image
 
 from vae.cli import invoke
 
-from conftest import MAIN, TINY, blob_images, cli, write_pngs
+from conftest import MAIN, SIZE, TINY, blob_images, cli, write_pngs
 
 
 def test_train_writes_a_complete_run_folder(trained_run):
@@ -30,10 +30,8 @@ def test_train_writes_a_complete_run_folder(trained_run):
 
 
 def test_rerunning_a_finished_run_refuses_to_overwrite(trained_run, capsys):
-    images, out, _ = trained_run
     with pytest.raises(SystemExit) as exit:
-        invoke(MAIN["train"], [str(a) for a in ["--data", images, "--out", out, "--num_epochs", "2", "--val_split", "0.2",
-                                                *TINY]])
+        invoke(MAIN["train"], trained_run[2].args[1:])  # the same command again
     err = capsys.readouterr().err
     assert exit.value.code == 2 and "finished run" in err and "--overwrite" in err and len(err.splitlines()) == 1
 
@@ -138,7 +136,7 @@ def test_sample_from_the_latent_mixture_fitted_at_the_end_of_training(trained, t
 
 
 def test_too_few_training_images_for_the_mixture_fall_back_to_the_normal_prior(tmp_path, capsys):
-    images = write_pngs(tmp_path / "images", blob_images(10, 32))
+    images = write_pngs(tmp_path / "images", blob_images(10, SIZE))
     out = tmp_path / "run"
     stdout, _ = cli(capsys, "train", "--data", images, "--out", out, "--num_epochs", "1", "--val_split", "0.2", *TINY)
     assert "training images are too few to fit the latent mixture" in stdout and "sample.py will draw from N(0, I)" in stdout

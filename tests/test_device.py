@@ -7,11 +7,11 @@ from vae.config import Config
 from vae.data import dataset
 from vae.training.trainer import build_model
 
-from conftest import blob_images
+from conftest import SIZE, blob_images
 
 
 def tiny(**overrides) -> Config:
-    return Config(image_size=32, width=8, latent_dim=8, batch_size=8, lr_warmup_steps=0, strategy="default",
+    return Config(image_size=SIZE, width=8, latent_dim=8, batch_size=8, lr_warmup_steps=0, strategy="default",
                   **overrides).validate()
 
 
@@ -25,7 +25,7 @@ def fit_losses(cfg: Config, images: np.ndarray, epochs: int = 3):
 
 
 def test_mixed_float16_computes_in_half_precision_with_loss_scaling_and_float32_heads():
-    losses, model = fit_losses(tiny(precision="mixed_float16"), blob_images(8, 32), epochs=4)
+    losses, model = fit_losses(tiny(precision="mixed_float16"), blob_images(8, SIZE), epochs=4)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert model.encoder.get_layer("down0").compute_dtype == "float16"
     assert model.encoder.get_layer("down0").kernel.dtype == "float32"  # master weights stay float32
@@ -35,7 +35,7 @@ def test_mixed_float16_computes_in_half_precision_with_loss_scaling_and_float32_
 
 
 def test_xla_follows_the_same_loss_curve_as_plain_tensorflow():
-    images = blob_images(8, 32)
+    images = blob_images(8, SIZE)
     plain, _ = fit_losses(tiny(jit_compile="off"), images)
     xla, model = fit_losses(tiny(jit_compile="on"), images)
     assert model.jit_compile

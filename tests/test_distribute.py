@@ -10,7 +10,7 @@ import pytest
 
 import vae.model
 
-from conftest import ROOT, TINY, blob_images, run_script, write_pngs
+from conftest import ROOT, SIZE, TINY, blob_images, run_script, write_pngs
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def history(run):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    return write_pngs(tmp_path_factory.mktemp("distribute") / "images", blob_images(80, 32))
+    return write_pngs(tmp_path_factory.mktemp("distribute") / "images", blob_images(80, SIZE))
 
 
 def train_args(images, out, *extra):
@@ -89,6 +89,6 @@ def test_two_workers_train_one_epoch_and_only_the_chief_writes(images, tmp_path)
     rows = history(out)
     assert [r["epoch"] for r in rows] == ["1"] and np.isfinite(float(rows[0]["val_loss"]))
     model = keras.saving.load_model(out / "model_best.keras", compile=False)
-    assert model.decoder.predict(np.zeros((1, 8), "float32"), verbose=0).shape == (1, 32, 32, 3)
+    assert model.decoder.predict(np.zeros((1, 8), "float32"), verbose=0).shape == (1, SIZE, SIZE, 3)
     # The second worker wrote only to its scratch folder, and removed it.
     assert list((tmp_path / "tmp1").iterdir()) == []

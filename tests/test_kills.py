@@ -10,7 +10,7 @@ import pytest
 import vae.model
 from vae.cli import invoke
 
-from conftest import MAIN, TINY, blob_images, cli, epochs_in_history, kill_when, read_state, sha, write_pngs
+from conftest import MAIN, SIZE, TINY, blob_images, cli, epochs_in_history, kill_when, read_state, sha, write_pngs
 
 
 def progressed(out, since, delay):
@@ -28,7 +28,7 @@ def progressed(out, since, delay):
 
 @pytest.mark.slow
 def test_killed_at_three_moments_the_run_ends_whole(tmp_path, capsys):
-    images = write_pngs(tmp_path / "images", blob_images(400, 32))
+    images = write_pngs(tmp_path / "images", blob_images(400, SIZE))
     out = tmp_path / "run"
     command = ["train.py", "--data", images, "--out", out, "--num_epochs", "3", "--val_split", "0.1",
                "--save_every_steps", "5", *TINY]
@@ -70,4 +70,4 @@ def test_killed_at_three_moments_the_run_ends_whole(tmp_path, capsys):
                 and (out / "reconstructions" / f"epoch_{epoch:03d}.png").is_file())
     assert list(out.rglob(".partial-*")) == []
     model = keras.saving.load_model(out / "model_best.keras")
-    assert model.decoder.predict(np.zeros((1, 8), "float32"), verbose=0).shape == (1, 32, 32, 3)
+    assert model.decoder.predict(np.zeros((1, 8), "float32"), verbose=0).shape == (1, SIZE, SIZE, 3)

@@ -10,7 +10,7 @@ import pytest
 from vae.training import trainer
 from vae.training.trainer import train
 
-from conftest import blob_images, epochs_in_history, tiny_config, write_pngs
+from conftest import SIZE, blob_images, epochs_in_history, tiny_config, write_pngs
 
 
 def as_weights_h5_run(out, epoch):
@@ -32,7 +32,7 @@ def as_weights_h5_run(out, epoch):
 def stopped_run(tmp_path_factory):
     """(images, a 2-epoch run stopped right after epoch 1 was checkpointed and published), trained once; tests take copies."""
     root = tmp_path_factory.mktemp("stopped")
-    images, out = write_pngs(root / "images", blob_images(40, 32)), root / "run"
+    images, out = write_pngs(root / "images", blob_images(40, SIZE)), root / "run"
 
     def stop(self, epoch, logs):
         original(self, epoch, logs)
@@ -86,7 +86,7 @@ def test_an_intact_checkpoint_that_does_not_load_falls_back_to_the_one_before(st
 
     images, out = stopped_after_one_epoch
     newest = out / json.loads((out / "state.json").read_text())["checkpoint"]
-    other = VAE(image_size=32, latent_dim=3, width=8, seed=0)  # passes every checksum, fits no weight of this run
+    other = VAE(image_size=SIZE, latent_dim=3, width=8, seed=0)  # passes every checksum, fits no weight of this run
     other.save(tmp_path / "other.keras")
     newest.write_bytes((tmp_path / "other.keras").read_bytes())
     capsys.readouterr()

@@ -18,7 +18,7 @@ from vae.run import Run
 from vae.training import trainer
 from vae.training.trainer import train
 
-from conftest import ROOT, TINY, blob_images, epochs_in_history, sha, tiny_config, write_pngs
+from conftest import ROOT, SIZE, TINY, blob_images, epochs_in_history, sha, tiny_config, write_pngs
 
 
 def resume(cfg, overwrite=False) -> dict:
@@ -33,7 +33,7 @@ def resume(cfg, overwrite=False) -> dict:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    return write_pngs(tmp_path_factory.mktemp("faces") / "images", blob_images(40, 32))
+    return write_pngs(tmp_path_factory.mktemp("faces") / "images", blob_images(40, SIZE))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_a_second_trainer_is_refused_with_the_holder_named(crashed_after_epoch_1
 
 @pytest.mark.slow
 def test_two_trainers_started_together_exactly_one_trains(tmp_path):
-    images = write_pngs(tmp_path / "images", blob_images(40, 32))
+    images = write_pngs(tmp_path / "images", blob_images(40, SIZE))
     out = tmp_path / "run"
     command = [sys.executable, "train.py", "--data", str(images), "--out", str(out),
                "--num_epochs", "2", "--val_split", "0.2", *TINY]
@@ -311,7 +311,7 @@ def test_a_changed_data_folder_is_refused_on_resume_with_the_differences(crashed
     dataclasses.replace(Config.load(out / "config.json"), data=str(data), out=str(out)).save(out / "config.json")
     state = json.loads((out / "state.json").read_text())
     if change == "added":
-        write_pngs(data / "new", blob_images(2, 32, seed=9))
+        write_pngs(data / "new", blob_images(2, SIZE, seed=9))
         expected = r"2 files added \(new/"
     else:
         (data / sorted(p.name for p in data.iterdir())[0]).unlink()

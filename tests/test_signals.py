@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from conftest import ROOT, TINY, blob_images, cli, epochs_in_history, write_pngs
+from conftest import ROOT, SIZE, TINY, blob_images, cli, epochs_in_history, write_pngs
 
 
 @pytest.mark.slow
 def test_sigterm_mid_epoch_checkpoints_that_step_and_the_rerun_resumes_it(tmp_path, capsys):
     sig = signal.SIGTERM  # SIGINT takes the same path (StopOnSignal handles both)
-    images = write_pngs(tmp_path / "images", blob_images(1200, 32))
+    images = write_pngs(tmp_path / "images", blob_images(1200, SIZE))
     out = tmp_path / "run"
     args = ["train.py", "--data", images, "--out", out, "--num_epochs", "50", "--val_split", "0.1", "--save_every_steps", "0",
             *TINY]

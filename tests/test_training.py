@@ -11,11 +11,11 @@ from vae.config import Config
 from vae.errors import UserError
 from vae.training.trainer import train
 
-from conftest import MAIN, TINY, blob_images, epochs_in_history, tiny_config, write_pngs
+from conftest import MAIN, SIZE, TINY, blob_images, epochs_in_history, tiny_config, write_pngs
 
 
 def test_learning_rate_1000_from_scratch_fails_cleanly_with_a_loadable_model(tmp_path, capsys):
-    images = write_pngs(tmp_path / "images", blob_images(80, 32))
+    images = write_pngs(tmp_path / "images", blob_images(80, SIZE))
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit:
         invoke(MAIN["train"], [str(a) for a in ["--data", images, "--out", out, "--num_epochs", "3",

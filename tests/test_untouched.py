@@ -20,7 +20,7 @@ from vae.errors import UserError
 from vae.files import write_text_atomic
 from vae.pictures import blank_png
 
-from conftest import MAIN, ROOT, TINY, blob_images, cli, write_pngs
+from conftest import MAIN, ROOT, SIZE, TINY, blob_images, cli, write_pngs
 
 CAN_RESET_PEAK = os.access("/proc/self/clear_refs", os.W_OK)
 needs_peak = pytest.mark.skipif(not CAN_RESET_PEAK, reason="needs Linux's resettable peak memory (/proc/self/clear_refs)")
@@ -85,7 +85,7 @@ def test_evaluate_on_the_validation_split_never_writes_into_the_runs_data_folder
 
 
 def test_a_run_inside_its_data_folder_trains_on_none_of_its_outputs_nor_on_another_run(tmp_path, capsys):
-    faces = write_pngs(tmp_path / "faces", blob_images(24, 32))
+    faces = write_pngs(tmp_path / "faces", blob_images(24, SIZE))
     (faces / "tab\tname.jpg").write_bytes(b"<html>")  # names that would break skipped.txt's name<TAB>reason lines
     (faces / "new\nline.png").write_bytes(b"<html>")
     before = hashes(faces)
@@ -100,7 +100,7 @@ def test_a_run_inside_its_data_folder_trains_on_none_of_its_outputs_nor_on_anoth
     assert {k: v for k, v in hashes(faces).items() if not k.startswith("run/")} == before
 
     # The next run on the same folder skips the first run, its grids and loss curve, and counts it.
-    faces_set = dataset.load_faces(faces, 32, progress=False)
+    faces_set = dataset.load_faces(faces, SIZE, progress=False)
     assert len(faces_set) == 24 and ("run/", image_files.RUN_FOLDER) in faces_set.skipped
     assert "skipped 1 folder and 2 of 26 image files: run/ (a run folder" in image_files.skipped_summary(
         faces_set.skipped, len(faces_set) + len(faces_set.skipped))
@@ -329,9 +329,9 @@ def test_a_state_json_naming_a_file_outside_the_run_is_refused_before_anything_i
 def test_a_disk_that_fills_during_training_is_one_line_naming_the_kept_checkpoint_and_the_rerun_resumes(tmp_path, capsys):
     mount = tmp_path / "small_disk"
     mount.mkdir()
-    images = write_pngs(tmp_path / "images", blob_images(40, 32))
+    images = write_pngs(tmp_path / "images", blob_images(40, SIZE))
     try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount)], capture_output=True)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True)
     except OSError as e:
         pytest.skip(f"cannot run mount ({e})")
     if mounted.returncode != 0:
