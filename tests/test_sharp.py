@@ -189,27 +189,26 @@ def test_the_frequency_term_trains_and_validation_stays_recon_plus_beta_kl(image
 
 def test_the_adaptive_weight_is_vqgans_gradient_ratio_and_waits_for_the_start(images):
     model = sharp_vae(adversarial_weight=0.5, adversarial_start_steps=2)
-    twin = sharp_vae(adversarial_weight=0.5)  # same weights and noise states: recompute the first step's ratio by hand
-    states = values(twin.non_trainable_variables)  # the noise generators' and the spectral norms' states
-    x = images[:8].astype("float32") / 255.0
-    last = twin.decoder.get_layer("rgb").kernel
+    per_step = []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda _, logs: per_step.append(float(logs["adaptive_weight"])))
+    train(model, images[:16], [record])
+    assert per_step == [0.0, 0.0]  # the 2 steps before the start
+    # The third step's ratio by hand, from the weights and noise states that step starts from.
+    states = values(model.non_trainable_variables)  # the noise generators' and the spectral norms' states
+    x = images[16:24].astype("float32") / 255.0
+    last = model.decoder.get_layer("rgb").kernel
     with tf.GradientTape(persistent=True) as tape:
-        z_mean, z_log_var = twin.encoder(x, training=True)
-        reconstructions = twin.decoder(twin.sampling([z_mean, z_log_var]), training=True)
-        samples = twin.decoder(twin.prior_draws(x), training=False)
-        logits = twin.discriminator(tf.concat([x, reconstructions, samples], axis=0), training=True)
+        z_mean, z_log_var = model.encoder(x, training=True)
+        reconstructions = model.decoder(model.sampling([z_mean, z_log_var]), training=True)
+        samples = model.decoder(model.prior_draws(x), training=False)
+        logits = model.discriminator(tf.concat([x, reconstructions, samples], axis=0), training=True)
         recon_term = objective(x, reconstructions, z_mean, z_log_var, 1.0).reconstruction
         generator = -tf.reduce_mean(logits[8:])
     ratio = np.linalg.norm(tape.gradient(recon_term, last)) / (np.linalg.norm(tape.gradient(generator, last)) + 1e-4)
-    per_step = []
-    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda _, logs: per_step.append(float(logs["adaptive_weight"])))
-    train(model, images[:32], [record])
-    # Logged: the epoch's running mean of the weight applied, 0 for the 2 steps before the start.
-    assert per_step[:2] == [0.0, 0.0] and per_step[2] > 0 and per_step[3] > 0
-    for variable, state in zip(twin.non_trainable_variables, states):  # as they were before the hand computation
+    for variable, state in zip(model.non_trainable_variables, states):  # as they were before the hand computation
         variable.assign(state)
-    first = train(twin, images[:8])["adaptive_weight"][0]  # twin's term starts at once
-    assert first == pytest.approx(0.5 * min(ratio, 1e4), rel=1e-3)
+    train(model, images[16:32], [record])  # logged per batch: the new epoch's running mean of the weight applied
+    assert per_step[2] == pytest.approx(0.5 * min(ratio, 1e4), rel=1e-3) and per_step[3] > 0
 
 
 def test_the_discriminator_learns_and_its_state_is_logged(images):
@@ -253,10 +252,9 @@ def test_checkpoints_hold_the_discriminator_its_optimizer_and_the_averages_and_r
     assert a == b
     assert_all_equal(values(resumed.weights), values(straight.weights))
     assert_all_equal(values(resumed.disc_optimizer.variables), values(straight.disc_optimizer.variables))
-    # load_model restores both optimizers as well, and a reader's load_vae the whole model.
+    # load_model restores both optimizers as well (a reader's load_vae: the train.py test below).
     loaded = keras.saving.load_model(tmp_path / "ckpt.keras")
     assert int(loaded.disc_optimizer.iterations) == 3 and int(loaded.optimizer.iterations) == 3
-    assert isinstance(load_vae(tmp_path / "ckpt.keras").discriminator, keras.Model)
 
 
 # bfloat16 takes the float32 path (no loss scale), so float16, with its scale, is the one other case.
