@@ -224,7 +224,7 @@ class VAE(BuiltBeforeFit, keras.Model):
     def train_step(self, data):
         import tensorflow as tf  # training runs on TensorFlow; encoding and decoding run under any Keras backend
 
-        images = to_unit_float(data)
+        images = to_unit_float(keras.utils.unpack_x_y_sample_weight(data)[0])  # fit's bare batches, train_on_batch's (x,)
         beta = self.current_beta()
         # Gradients are summed over replicas, so each loss divides by their number: sum over the global batch.
         replicas = self.distribute_strategy.num_replicas_in_sync
@@ -327,7 +327,7 @@ class VAE(BuiltBeforeFit, keras.Model):
             average.assign(ops.where(finite, moved, average))
 
     def test_step(self, data):
-        images = to_unit_float(data)
+        images = to_unit_float(keras.utils.unpack_x_y_sample_weight(data)[0])
         z_mean, _, terms = self._forward(images, self.beta, 0.0, training=False)
         batch = ops.cast(ops.shape(images)[0], "float32")
         self.loss_tracker.update_state(terms.loss, sample_weight=batch)
