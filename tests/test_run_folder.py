@@ -5,15 +5,17 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 
 from vae.config import Config, add_config_flags, config_from_args
 from vae.errors import UserError
-from vae.files import HOST
+from vae.files import HOST, FolderLock
 from vae.run import Run
 from vae.training import trainer
 from vae.training.trainer import train
@@ -78,6 +80,22 @@ def test_a_second_trainer_is_refused_with_the_holder_named(crashed_after_epoch_1
     finally:
         holder.unlock()
     assert resume(tiny_config(images, out))["epoch"] == 1  # released: the next trainer gets it
+
+
+def test_a_holder_that_has_not_written_its_record_yet_is_still_named(tmp_path):
+    """Two trainers started together: the loser can read the lock file in the instant between the winner's lock and
+    its record; it reads again rather than name "another process"."""
+    holder = FolderLock(tmp_path / "run" / ".lock")
+    holder.acquire("train.py is training it")
+    record = holder.path.read_bytes()
+    holder.path.write_bytes(b"")
+    threading.Timer(0.3, holder.path.write_bytes, [record]).start()
+    with pytest.raises(UserError, match=rf"in use: x by process {os.getpid()} on {socket.gethostname()}, started 20"):
+        FolderLock(holder.path).acquire("x")
+    holder.path.write_bytes(b"")  # a record that never comes: the message still has its one line
+    with pytest.raises(UserError, match=r"in use: x by another process; wait for it to end"):
+        FolderLock(holder.path).acquire("x")
+    holder.release()
 
 
 @pytest.mark.slow

@@ -140,7 +140,7 @@ class FolderLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         if not _try_lock(fd):
-            holder = os.read(fd, 4096).decode(errors="replace")
+            holder = _holder(fd)
             os.close(fd)
             raise UserError(f"{self.path.parent} is in use: {what} by {_describe(holder)}; wait for it to end, "
                             "stop it, or choose another --out")
@@ -166,9 +166,22 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
-def _describe(holder: str) -> str:
-    try:
-        h = json.loads(holder)
-        return f"process {h['pid']} on {h['host']}, started {h['started']}"
-    except (ValueError, KeyError, TypeError):
+def _holder(fd: int) -> dict | None:
+    """The lock holder's record; None if it stays unreadable for a second (a holder that locked an instant ago
+    has not written it yet, so an empty file is read again)."""
+    for _ in range(20):
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            holder = json.loads(os.read(fd, 4096).decode(errors="replace"))
+            if isinstance(holder, dict) and {"pid", "host", "started"} <= holder.keys():
+                return holder
+        except ValueError:
+            pass
+        time.sleep(0.05)
+    return None
+
+
+def _describe(holder: dict | None) -> str:
+    if holder is None:
         return "another process"
+    return f"process {holder['pid']} on {holder['host']}, started {holder['started']}"
