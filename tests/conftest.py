@@ -2,6 +2,7 @@
 import base64
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -237,6 +238,19 @@ def tiny_config(data, out, **overrides):
     values = dict(data=str(data), out=str(out), image_size=SIZE, width=8, latent_dim=8, batch_size=8,
                   num_epochs=2, val_split=0.2, lr_warmup_steps=5, save_every_steps=0)
     return Config(**{**values, **overrides}).validate()
+
+
+def started(cfg, overwrite=False) -> dict:
+    """What train.py does up to its first step (take the folder, check it, build, load the checkpoint or save the first);
+    the state it would train from, as a dict."""
+    from vae.training.trainer import Trainer
+
+    trainer = Trainer(cfg)
+    try:
+        trainer.start(overwrite)
+        return dataclasses.asdict(trainer.state)
+    finally:
+        trainer.close()
 
 
 def sha(path):

@@ -11,10 +11,13 @@ from vae.model.vae import VAE
 from conftest import ROOT, blob_images, run_script
 
 
-def tiny_vae(size=16, beta=1.0, weight_decay=0.0, **kwargs):
+def tiny_vae(size=16, beta=1.0, weight_decay=0.0, eager=True, **kwargs):
+    """A tiny compiled VAE. Eager by default: these tests take a step or a few, which run eagerly in less time than the
+    step's trace takes (the same train_step; the trainer's tests, and here those of many steps, run it traced)."""
     keras.utils.set_random_seed(0)
     model = VAE(image_size=size, latent_dim=8, width=8, beta=beta, seed=0, **kwargs)
-    model.compile(optimizer=make_optimizer(3e-3, total_steps=1000, warmup_steps=0, weight_decay=weight_decay))
+    model.compile(optimizer=make_optimizer(3e-3, total_steps=1000, warmup_steps=0, weight_decay=weight_decay),
+                  run_eagerly=eager)
     return model
 
 
@@ -107,7 +110,7 @@ def test_free_bits_raise_the_objective_when_kl_is_small():
 
 
 def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
-    model = tiny_vae()
+    model = tiny_vae(eager=False)
     images = blob_images(16, 16)
     # The training-mode loss of each step: BatchNorm's moving averages, which evaluate() uses, still lag after 60 steps.
     losses = [model.train_on_batch(images, return_dict=True)["loss"] for _ in range(60)]
@@ -115,7 +118,7 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
 
 
 def test_non_finite_steps_are_skipped_and_counted():
-    model = tiny_vae()
+    model = tiny_vae(eager=False)  # the guard as train.py runs it: in the traced step
     images = blob_images(16, 16).astype("float32") / 255.0
     images[9, 0, 0, 0] = np.nan  # poisons the second of two batches
     weights_before = [w.numpy() for w in model.trainable_weights]
@@ -201,7 +204,7 @@ def test_weights_saved_before_the_sub_pixel_decoder_resume_into_a_new_model():
 def test_a_calibrated_decoder_learns_the_error_scale_per_channel(tmp_path):
     from vae.model.objective import laplace_nll
 
-    model = tiny_vae(32, beta=0.5, learn_scale=True)  # at 16 px its scale is not yet the better fit
+    model = tiny_vae(32, beta=0.5, learn_scale=True, eager=False)  # at 16 px its scale is not yet the better fit
     images = blob_images(16, 32)
     start = np.exp(np.asarray(model.log_scale))
     history = model.fit(images, batch_size=8, epochs=40, verbose=0, shuffle=False).history

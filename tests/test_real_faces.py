@@ -14,7 +14,7 @@ def test_a_few_epochs_on_500_real_faces_lower_validation_l1(real_faces, tmp_path
         (folder / path.name).symlink_to(path)
     faces = dataset.load_faces(folder, 32, progress=False)
     train_idx, val_idx = faces.split(0.1)
-    cfg = Config(image_size=32, width=16, latent_dim=32, batch_size=32, num_epochs=16, learning_rate=3e-3,
+    cfg = Config(image_size=32, width=16, latent_dim=32, batch_size=32, num_epochs=8, learning_rate=3e-3,
                  lr_warmup_steps=20, seed=0)
     model = build_model(cfg, steps_per_epoch=len(train_idx) // 32)
     val = dataset.eval_batches(faces, val_idx, 64)

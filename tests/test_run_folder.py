@@ -20,17 +20,7 @@ from vae.run import Run
 from vae.training import trainer
 from vae.training.trainer import train
 
-from conftest import ROOT, SIZE, TINY, blob_images, epochs_in_history, sha, tiny_config, write_pngs
-
-
-def resume(cfg, overwrite=False) -> dict:
-    """What train.py does up to its first step: take the folder, check it, load the checkpoint; the state it resumes."""
-    run = trainer.Trainer(cfg)
-    try:
-        run.start(overwrite)
-        return dataclasses.asdict(run.state)
-    finally:
-        run.close()
+from conftest import ROOT, SIZE, TINY, blob_images, epochs_in_history, sha, started, tiny_config, write_pngs
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +69,7 @@ def test_a_second_trainer_is_refused_with_the_holder_named(crashed_after_epoch_1
             train(tiny_config(images, out))
     finally:
         holder.unlock()
-    assert resume(tiny_config(images, out))["epoch"] == 1  # released: the next trainer gets it
+    assert started(tiny_config(images, out))["epoch"] == 1  # released: the next trainer gets it
 
 
 def test_a_holder_that_has_not_written_its_record_yet_is_still_named(tmp_path):
@@ -128,7 +118,7 @@ def test_a_trained_folder_without_readable_state_is_never_retrained_silently(fin
     with pytest.raises(UserError, match="holds a trained model but no state.json .* pass --overwrite"):
         train(tiny_config(images, out, latent_dim=16))
     assert {name: sha(out / name) for name in kept} == kept
-    assert resume(tiny_config(images, out, latent_dim=16), overwrite=True)["epoch"] == 0
+    assert started(tiny_config(images, out, latent_dim=16), overwrite=True)["epoch"] == 0
     assert json.loads((out / "config.json").read_text())["latent_dim"] == 16 and not (out / "history.csv").exists()
 
 
@@ -161,7 +151,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(crashed_after_
     else:
         newest.unlink()
     capsys.readouterr()
-    state = resume(tiny_config(images, out))
+    state = started(tiny_config(images, out))
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"warning: checkpoint {newest.name} is {'missing' if damage == 'deleted' else 'damaged'}")
     assert lines[0].endswith("resuming from the one before it, ckpt-e0000-s000000.keras")
@@ -251,7 +241,7 @@ def test_overwrite_removes_what_the_run_wrote_and_nothing_else(finished_run, ima
             "checkpoints/ckpt-e0002-s000000.keras", "history.csv", "split.json"} <= set(written)
     assert any(n.startswith("logs/events.out.tfevents.") for n in written)
     capsys.readouterr()
-    resume(tiny_config(images, out, latent_dim=16), overwrite=True)
+    started(tiny_config(images, out, latent_dim=16), overwrite=True)
     assert "--overwrite kept 4 files train.py did not write: evaluation/results.csv, logs/app.log, notes.txt" in (
         capsys.readouterr().err)
     assert {name: (out / name).read_bytes() for name in mine} == mine
@@ -276,7 +266,7 @@ def test_overwrite_of_an_earlier_versions_run_removes_only_what_that_version_wro
     out = shutil.copytree(finished_run, tmp_path / "run")
     (out / "manifest.json").unlink()  # runs of earlier versions kept none
     (out / "logs" / "app.log").write_text("mine")
-    resume(tiny_config(images, out), overwrite=True)
+    started(tiny_config(images, out), overwrite=True)
     assert (out / "logs" / "app.log").read_text() == "mine" and not (out / "history.csv").exists()
     assert not list(out.glob("checkpoints/ckpt-e0002*")) and not list(out.glob("logs/events.out.tfevents.*"))[1:]
 

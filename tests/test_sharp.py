@@ -25,13 +25,15 @@ from conftest import ROOT, blob_images
 SIZE = 16
 
 
-def sharp_vae(adversarial_weight=0.1, loss_scaling=False, **kwargs):
-    """A tiny VAE (16 px, width 8, latent 8) with the new terms asked for, compiled and its optimizers built."""
+def sharp_vae(adversarial_weight=0.1, loss_scaling=False, eager=True, **kwargs):
+    """A tiny VAE (16 px, width 8, latent 8) with the new terms asked for, compiled and its optimizers built. Eager by
+    default: a few steps run eagerly in less time than their trace takes (train.py's run below, and test_distribute's
+    step on two replicas, run it traced)."""
     keras.utils.set_random_seed(0)
     model = VAE(image_size=SIZE, latent_dim=8, width=8, beta=1.0, seed=0, adversarial_weight=adversarial_weight, **kwargs)
     disc = make_optimizer(3e-3, 1000, 0, loss_scaling=loss_scaling, betas=DISCRIMINATOR_BETAS) if adversarial_weight else None
     model.compile(optimizer=make_optimizer(3e-3, 1000, 0, loss_scaling=loss_scaling, loss_terms=SIZE**2 * 3),
-                  disc_optimizer=disc)
+                  disc_optimizer=disc, run_eagerly=eager)
     model.build_optimizers()
     return model
 

@@ -9,25 +9,30 @@ import time
 
 import pytest
 
-from conftest import ROOT, SIZE, TINY, blob_images, cli, epochs_in_history, write_pngs
+from conftest import ROOT, SIZE, TINY, blob_images, cli, epochs_in_history, read_state, write_pngs
+
+
+def in_epoch_2(state) -> bool:
+    """Epoch 1 done and a step checkpoint of epoch 2 written."""
+    return state is not None and state["epoch"] >= 1 and state["step"] > 0
 
 
 @pytest.mark.slow
 def test_sigterm_mid_epoch_checkpoints_that_step_and_the_rerun_resumes_it(tmp_path, capsys):
     sig = signal.SIGTERM  # SIGINT takes the same path (StopOnSignal handles both)
-    # 360 steps an epoch: at 16 px, epochs of 1,200 images ended within a 0.5 s wait, so the signal came after one.
-    images = write_pngs(tmp_path / "images", blob_images(3200, SIZE))
+    # 180 steps an epoch, signalled as soon as epoch 2's first step checkpoint (at step 200 of the run, 20 of the epoch)
+    # is on disk: 160 steps to spare, where an epoch of 135 steps ended within a fixed 0.5 s wait at 16 px.
+    images = write_pngs(tmp_path / "images", blob_images(1600, SIZE))
     out = tmp_path / "run"
-    args = ["train.py", "--data", images, "--out", out, "--num_epochs", "50", "--val_split", "0.1", "--save_every_steps", "0",
+    args = ["train.py", "--data", images, "--out", out, "--num_epochs", "50", "--val_split", "0.1", "--save_every_steps", "50",
             *TINY]
     # TensorFlow's log level 0 asks for everything it logs: the one level where its quiet has to be enforced.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "0"}
     proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while time.time() < deadline and not (out / "loss_curve.png").exists():  # epoch 1 published: epoch 2 is under way
-        time.sleep(0.05)
-    time.sleep(0.2)
+    while time.time() < deadline and proc.poll() is None and not in_epoch_2(read_state(out)):
+        time.sleep(0.01)
     sent = time.monotonic()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -39,7 +44,7 @@ def test_sigterm_mid_epoch_checkpoints_that_step_and_the_rerun_resumes_it(tmp_pa
     assert seconds < 10, seconds  # well inside Kubernetes' 30 s grace period
     state = json.loads((out / "state.json").read_text())
     epoch, step = int(line.split("at epoch ")[1].split(",")[0]), int(line.split("step ")[1].split(";")[0])
-    assert (state["epoch"] + 1, state["step"]) == (epoch, step) and 0 < step < 360
+    assert (state["epoch"] + 1, state["step"]) == (epoch, step) and 20 <= step < 180
     assert epochs_in_history(out) == list(range(1, epoch))
 
     # The same command resumes (told to end with the epoch it was stopped in: --num_epochs may change on resume), in

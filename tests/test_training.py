@@ -11,7 +11,7 @@ from vae.config import Config
 from vae.errors import UserError
 from vae.training.trainer import train
 
-from conftest import MAIN, SIZE, TINY, blob_images, epochs_in_history, tiny_config, write_pngs
+from conftest import MAIN, SIZE, TINY, blob_images, started, tiny_config, write_pngs
 
 
 def test_learning_rate_1000_from_scratch_fails_cleanly_with_a_loadable_model(tmp_path, capsys):
@@ -44,9 +44,10 @@ def read_events(logdir):
     return found
 
 
-def test_tensorboard_plot_history_and_kl_warmup(tmp_path, image_folder):
+def test_tensorboard_plot_history_kl_warmup_and_the_cosine_schedule(tmp_path, image_folder):
     out = tmp_path / "run"
-    train(tiny_config(image_folder, out, num_epochs=3, kl_warmup_epochs=2, beta=1.0))
+    train(tiny_config(image_folder, out, num_epochs=3, kl_warmup_epochs=2, beta=1.0, lr_schedule="cosine", learning_rate=1e-2,
+                      lr_warmup_steps=4))
     events = read_events(out / "logs")
     for tag in ["loss", "recon", "kl", "beta", "learning_rate", "val_active_units", "images_per_second", "val_psnr"]:
         assert events[(tag, "scalars")] == [1, 2, 3], tag
@@ -60,12 +61,7 @@ def test_tensorboard_plot_history_and_kl_warmup(tmp_path, image_folder):
 
     curve = np.asarray(Image.open(out / "loss_curve.png"))
     assert curve.shape[1] > 1000 and curve.std() > 10
-
-
-def test_cosine_schedule_warms_up_then_decays(tmp_path, image_folder):
-    out = tmp_path / "run"
-    train(tiny_config(image_folder, out, num_epochs=3, lr_schedule="cosine", learning_rate=1e-2, lr_warmup_steps=4))
-    rates = [float(r["learning_rate"]) for r in csv.DictReader(open(out / "history.csv"))]
+    rates = [float(r["learning_rate"]) for r in rows]
     # 32 training images / 8 = 4 steps per epoch: the peak right after warm-up, then down to 0 at the end.
     assert rates[0] == pytest.approx(1e-2, rel=1e-3)
     assert rates[0] > rates[1] > rates[2] and rates[2] == pytest.approx(0.0, abs=1e-6)
@@ -87,12 +83,11 @@ def test_resume_refuses_other_settings_and_overwrite_starts_over(tmp_path, image
     with pytest.raises(UserError, match="finished run"):
         train(tiny_config(image_folder, out, num_epochs=1))
     (out / "notes.txt").write_text("mine")
-    train(tiny_config(image_folder, out, num_epochs=2), overwrite=True)
-    assert epochs_in_history(out) == [1, 2] and (out / "notes.txt").read_text() == "mine"
-    state = json.loads((out / "state.json").read_text())
-    state["finished"] = None
-    (out / "state.json").write_text(json.dumps(state))
-    with pytest.raises(UserError, match="--latent_dim 8 -> 16"):
+    state = started(tiny_config(image_folder, out, num_epochs=2), overwrite=True)
+    assert (state["epoch"], state["history"], state["finished"]) == (0, [], None)
+    assert not (out / "history.csv").exists() and not (out / "model_best.keras").exists()  # the run's own files: gone
+    assert (out / "notes.txt").read_text() == "mine"  # the user's: kept
+    with pytest.raises(UserError, match="--latent_dim 8 -> 16"):  # the unfinished run just started over
         train(tiny_config(image_folder, out, num_epochs=2, latent_dim=16))
 
 
@@ -122,5 +117,4 @@ def test_a_failed_start_does_not_block_the_folder(tmp_path, image_folder):
     out = tmp_path / "run"
     with pytest.raises(UserError, match="does not exist"):
         train(tiny_config(tmp_path / "missing", out))
-    train(tiny_config(image_folder, out, num_epochs=1))
-    assert epochs_in_history(out) == [1]
+    assert started(tiny_config(image_folder, out, num_epochs=1))["epoch"] == 0  # the next trainer takes the folder
