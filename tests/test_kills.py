@@ -30,7 +30,7 @@ def progressed(out, since, delay):
 def test_killed_at_three_moments_the_run_ends_whole(tmp_path, capsys):
     images = write_pngs(tmp_path / "images", blob_images(400, SIZE))
     out = tmp_path / "run"
-    command = ["train.py", "--data", images, "--out", out, "--num_epochs", "3", "--val_split", "0.1",
+    command = ["train.py", "--data", images, "--out", out, "--num_epochs", "2", "--val_split", "0.1",
                "--save_every_steps", "5", *TINY]
     rng = random.Random(0)
     since = (-1, 0)
@@ -41,7 +41,7 @@ def test_killed_at_three_moments_the_run_ends_whole(tmp_path, capsys):
             kill_when(command, progressed(out, since, delay=rng.uniform(0.0, 1.0)))
         state = read_state(out)
         since = (state["epoch"], state["step"])
-    assert state["epoch"] < 3, "the kills came too late to test anything"
+    assert state["epoch"] < 2, "the kills came too late to test anything"
     checkpoint = out / state["checkpoint"]
     before = sha(checkpoint)
 
@@ -62,10 +62,10 @@ def test_killed_at_three_moments_the_run_ends_whole(tmp_path, capsys):
     # The same command again resumes from that checkpoint and finishes: each epoch once, all its outputs, no leftovers.
     resumed, _ = cli(capsys, "train", *args)
     assert resumed.splitlines()[0] == f"resuming from epoch {state['epoch'] + 1}, step {state['step']}"
-    assert epochs_in_history(out) == list(range(1, 4))
+    assert epochs_in_history(out) == [1, 2]
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert len({r["steps"] for r in rows}) == 1  # a resumed epoch counts its steps to the end of the epoch
-    for epoch in range(1, 4):
+    for epoch in (1, 2):
         assert ((out / "samples" / f"epoch_{epoch:03d}.png").is_file()
                 and (out / "reconstructions" / f"epoch_{epoch:03d}.png").is_file())
     assert list(out.rglob(".partial-*")) == []

@@ -93,7 +93,7 @@ def test_two_trainers_started_together_exactly_one_trains(tmp_path):
     images = write_pngs(tmp_path / "images", blob_images(40, SIZE))
     out = tmp_path / "run"
     command = [sys.executable, "train.py", "--data", str(images), "--out", str(out),
-               "--num_epochs", "2", "--val_split", "0.2", *TINY]
+               "--num_epochs", "1", "--val_split", "0.2", *TINY]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -104,7 +104,7 @@ def test_two_trainers_started_together_exactly_one_trains(tmp_path):
     winner = next(p for p, (code, _, _) in zip(procs, results) if code == 0)
     assert loser == f"error: {out} is in use: train.py is training it by process {winner.pid} on " + loser.split(" on ", 1)[1]
     assert len(loser.splitlines()) == 1 and "started 20" in loser
-    assert epochs_in_history(out) == [1, 2]
+    assert epochs_in_history(out) == [1]
 
 
 @pytest.mark.parametrize("damage", ["deleted", "null"])
