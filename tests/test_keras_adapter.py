@@ -68,7 +68,8 @@ def test_a_built_model_skips_keras_symbolic_build_and_an_unbuilt_one_does_not(mo
     monkeypatch.setattr(keras.Model, "_maybe_symbolic_build", lambda self, **kw: calls.append(1) or original(self, **kw))
     images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
     model = VAE(image_size=16, latent_dim=4, width=4, seed=0)
-    model.compile(optimizer=make_optimizer(1e-3, total_steps=4, warmup_steps=0))
+    # Eager: fit() asks for the symbolic build either way, and two steps run in less time than their trace takes.
+    model.compile(optimizer=make_optimizer(1e-3, total_steps=4, warmup_steps=0), run_eagerly=True)
     model.fit(images, batch_size=4, epochs=1, verbose=0)  # optimizer unbuilt: Keras builds it
     assert calls == [1]
     model.fit(images, batch_size=4, epochs=1, verbose=0)  # built now: skipped
