@@ -77,15 +77,17 @@ def test_a_holder_that_has_not_written_its_record_yet_is_still_named(tmp_path):
     its record; it reads again rather than name "another process"."""
     holder = FolderLock(tmp_path / "run" / ".lock")
     holder.acquire("train.py is training it")
-    record = holder.path.read_bytes()
-    holder.path.write_bytes(b"")
-    threading.Timer(0.3, holder.path.write_bytes, [record]).start()
-    with pytest.raises(UserError, match=rf"in use: x by process {os.getpid()} on {socket.gethostname()}, started 20"):
-        FolderLock(holder.path).acquire("x")
-    holder.path.write_bytes(b"")  # a record that never comes: the message still has its one line
-    with pytest.raises(UserError, match=r"in use: x by another process; wait for it to end"):
-        FolderLock(holder.path).acquire("x")
-    holder.release()
+    try:
+        record = holder.path.read_bytes()
+        holder.path.write_bytes(b"")
+        threading.Timer(0.3, holder.path.write_bytes, [record]).start()
+        with pytest.raises(UserError, match=rf"in use: x by process {os.getpid()} on {socket.gethostname()}, started 20"):
+            FolderLock(holder.path).acquire("x")
+        holder.path.write_bytes(b"")  # a record that never comes: the message still has its one line
+        with pytest.raises(UserError, match=r"in use: x by another process; wait for it to end"):
+            FolderLock(holder.path).acquire("x")
+    finally:
+        holder.release()
 
 
 @pytest.mark.slow

@@ -169,7 +169,8 @@ def _try_lock(fd: int) -> bool:
 def _holder(fd: int) -> dict | None:
     """The lock holder's record; None if it stays unreadable for a second (a holder that locked an instant ago
     has not written it yet, so an empty file is read again)."""
-    for _ in range(20):
+    for attempt in range(20):
+        time.sleep(0.05 if attempt else 0)
         os.lseek(fd, 0, os.SEEK_SET)
         try:
             holder = json.loads(os.read(fd, 4096).decode(errors="replace"))
@@ -177,7 +178,6 @@ def _holder(fd: int) -> dict | None:
                 return holder
         except ValueError:
             pass
-        time.sleep(0.05)
     return None
 
 
