@@ -90,6 +90,20 @@ def test_a_holder_that_has_not_written_its_record_yet_is_still_named(tmp_path):
         holder.release()
 
 
+def test_a_trainer_that_checks_while_the_holder_writes_its_manifest_is_told_who_holds_it(images, tmp_path):
+    """The other side of two trainers started together: the folder can hold the holder's lock and the temporary file of
+    its first manifest, and nothing else yet; that is a run being started, not a folder of someone else's files."""
+    out = tmp_path / "run"
+    holder = Run(out)
+    holder.lock()
+    try:
+        (out / f".partial-{os.getpid()}-{HOST}-manifest.json").write_text("{")
+        with pytest.raises(UserError, match=rf"in use: train.py is training it by process {os.getpid()} on "):
+            Run(out).start(tiny_config(images, out), overwrite=False)
+    finally:
+        holder.unlock()
+
+
 @pytest.mark.slow
 def test_two_trainers_started_together_exactly_one_trains(tmp_path):
     images = write_pngs(tmp_path / "images", blob_images(40, SIZE))

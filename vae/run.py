@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vae.config import Config
 from vae.errors import UserError
-from vae.files import FolderLock, atomic_path, link_atomic, remove_dead_partials, write_csv, write_text_atomic
+from vae.files import PARTIAL, FolderLock, atomic_path, link_atomic, remove_dead_partials, write_csv, write_text_atomic
 
 CHECKPOINT_NAME = re.compile(r"checkpoints/ckpt-e\d{4}-s\d{6}\.(keras|weights\.h5)")  # what save_checkpoint writes
 KEEP_CHECKPOINTS = 2  # the newest and the one before, to fall back on when the newest cannot be read
@@ -316,10 +316,12 @@ class Run:
             self.removable()  # refuses a folder that is not a run of this package
             return None
         if not self.config_file.exists():
-            # The lock and the manifest are a starting trainer's first files, before config.json: another trainer
-            # checking at that moment must reach the lock and be told who holds it, not that this is no run folder.
+            # The lock and the manifest (and their temporary names while they are written) are a starting trainer's
+            # first files, before config.json: another trainer checking at that moment must reach the lock and be told
+            # who holds it, not that this is no run folder.
             ours = (self.lock_file, self.manifest_file)
-            others = [p.name for p in self.folder.iterdir() if p not in ours] if self.folder.is_dir() else []
+            others = ([p.name for p in self.folder.iterdir() if p not in ours and not p.name.startswith(PARTIAL)]
+                      if self.folder.is_dir() else [])
             if others or self.folder.exists() and not self.folder.is_dir():
                 raise UserError(f"--out {self.folder} exists and is not a run folder; choose another --out")
             return None
