@@ -1,6 +1,7 @@
 """Train the VAE on a folder of face images, or on built-in synthetic faces when --data is not given."""
 from vae.cli import invoke, make_parser
 from vae.config import add_config_flags, config_from_args, parse_config_args
+from vae.run import Run
 
 
 def main(argv):
@@ -9,10 +10,13 @@ def main(argv):
     parser.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
     args = parse_config_args(parser, argv)
     cfg = config_from_args(args)
+    run = Run(cfg.out)
+    if cfg.strategy != "multiworker":  # one process, so the one writer: a second trainer is refused before TensorFlow loads
+        run.claim(cfg, args.overwrite)
 
     from vae.training.trainer import train
 
-    train(cfg, overwrite=args.overwrite)
+    train(cfg, overwrite=args.overwrite, run=run)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from vae.run import Run
 from vae.training import trainer
 from vae.training.trainer import train
 
-from conftest import ROOT, SIZE, TINY, blob_images, epochs_in_history, sha, started, tiny_config, write_pngs
+from conftest import ROOT, SIZE, TINY, blob_images, epochs_in_history, run_script, sha, started, tiny_config, write_pngs
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +102,21 @@ def test_a_trainer_that_checks_while_the_holder_writes_its_manifest_is_told_who_
             Run(out).start(tiny_config(images, out), overwrite=False)
     finally:
         holder.unlock()
+
+
+def test_a_second_train_py_is_refused_before_tensorflow_loads(images, tmp_path):
+    out = tmp_path / "run"
+    holder = Run(out)
+    holder.lock()
+    argv = ["train.py", "--data", str(images), "--out", str(out), *TINY]
+    probe = (f"import runpy, sys\nsys.argv = {argv!r}\ntry:\n    runpy.run_path('train.py', run_name='__main__')\n"
+             "except SystemExit as e:\n    print('exit', e.code)\nprint('tensorflow loaded:', 'tensorflow' in sys.modules)\n")
+    try:
+        result = run_script("-c", probe)
+    finally:
+        holder.unlock()
+    assert result.stdout.split() == ["exit", "2", "tensorflow", "loaded:", "False"], result.stderr
+    assert result.stderr.startswith(f"error: {out} is in use: train.py is training it by process {os.getpid()} on ")
 
 
 @pytest.mark.slow

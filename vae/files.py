@@ -136,7 +136,10 @@ class FolderLock:
         self.fd: int | None = None
 
     def acquire(self, what: str) -> None:
-        """Take the lock or raise UserError naming its holder (pid, host, start time); `what` names the folder's use."""
+        """Take the lock (if this object does not hold it yet) or raise UserError naming its holder (pid, host, start
+        time); `what` names the folder's use."""
+        if self.fd is not None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         if not _try_lock(fd):

@@ -342,6 +342,11 @@ class Run:
                             "rerun with the same settings to resume, pass --overwrite to start over, or choose another --out")
         return state
 
+    def claim(self, cfg: Config, overwrite: bool) -> None:
+        """check() and lock: what train.py does before it loads TensorFlow, so that a second trainer is refused at once."""
+        self.check(cfg, overwrite)
+        self.lock()
+
     def start(self, cfg: Config, overwrite: bool) -> TrainState | None:
         """check(), lock, check again under the lock, clear if asked, record the settings; the state to resume, or None."""
         self.check(cfg, overwrite)  # before the lock, which would create a file in a folder that is not ours

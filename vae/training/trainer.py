@@ -34,9 +34,9 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 PLOT_EVERY_S = 60  # the loss curve takes about half a second to draw on a small CPU: not after every short epoch
 
 
-def train(cfg: Config, overwrite: bool = False) -> Run:
-    """Train (or resume) the run in cfg.out; return it."""
-    trainer = Trainer(cfg)
+def train(cfg: Config, overwrite: bool = False, run: Run | None = None) -> Run:
+    """Train (or resume) the run in cfg.out (`run`, if train.py claimed it already); return it."""
+    trainer = Trainer(cfg, run)
     try:
         trainer.start(overwrite)
         return trainer.run()
@@ -49,10 +49,10 @@ def train(cfg: Config, overwrite: bool = False) -> Run:
 
 
 class Trainer:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, run: Run | None = None):
         self.started = time.monotonic()
         self.cfg = cfg
-        self.chief_run = Run(cfg.out)
+        self.chief_run = run or Run(cfg.out)
         self.own_run, self.scratch = self.chief_run, None  # a worker writes to a scratch run
         self.plotted, self.plot_spaced = -math.inf, False
         self.seconds_by_phase, self.last_mark = {}, time.perf_counter()  # where the run's time went, printed at the end
