@@ -9,6 +9,7 @@ import pytest
 from vae.cli import invoke
 from vae.config import Config
 from vae.errors import UserError
+from vae.training import trainer
 from vae.training.trainer import train
 
 from conftest import MAIN, SIZE, TINY, blob_images, started, tiny_config, write_pngs
@@ -44,8 +45,10 @@ def read_events(logdir):
     return found
 
 
-def test_tensorboard_plot_history_kl_warmup_and_the_cosine_schedule(tmp_path, image_folder):
+def test_tensorboard_plot_history_kl_warmup_and_the_cosine_schedule(tmp_path, image_folder, monkeypatch, capsys):
     out = tmp_path / "run"
+    plot, drawn = trainer.plot_history, []
+    monkeypatch.setattr(trainer, "plot_history", lambda history, path: drawn.append(len(history)) or plot(history, path))
     train(tiny_config(image_folder, out, num_epochs=3, kl_warmup_epochs=2, beta=1.0, lr_schedule="cosine", learning_rate=1e-2,
                       lr_warmup_steps=4))
     events = read_events(out / "logs")
@@ -59,6 +62,8 @@ def test_tensorboard_plot_history_kl_warmup_and_the_cosine_schedule(tmp_path, im
     assert all(0 <= float(r["val_active_units"]) <= 8 for r in rows)
     from PIL import Image
 
+    # Epochs of a second: the curve is drawn once, at the end, and the log says why once.
+    assert drawn == [3] and capsys.readouterr().out.count("note: epochs are short") == 1
     curve = np.asarray(Image.open(out / "loss_curve.png"))
     assert curve.shape[1] > 1000 and curve.std() > 10
     rates = [float(r["learning_rate"]) for r in rows]

@@ -54,7 +54,8 @@ class Trainer:
         self.cfg = cfg
         self.chief_run = run or Run(cfg.out)
         self.own_run, self.scratch = self.chief_run, None  # a worker writes to a scratch run
-        self.plotted, self.plot_spaced = -math.inf, False
+        # The first curve comes a plotting interval after the start (or at the end): one of a single epoch shows nothing.
+        self.plotted, self.plot_spaced = self.started, False
         self.seconds_by_phase, self.last_mark = {}, time.perf_counter()  # where the run's time went, printed at the end
 
     def mark(self, name: str) -> None:
