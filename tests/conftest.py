@@ -13,6 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: each worker trains its own trained_run
+    fcntl = None
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -161,24 +166,33 @@ TINY = ["--image_size", str(SIZE), "--width", "8", "--latent_dim", "8", "--batch
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """(images, run folder, train.py's command line, stdout and stderr): 40 generated 32x32 PNGs and a 2-epoch run of a
-    32 px model, once per session; 32 px as the readers' tests (pages, grids, exports) have it.
+    32 px model, once per session; 32 px as the readers' tests (pages, grids, exports) have it. Under pytest-xdist the
+    first worker to ask trains it, under a file lock, in the folder the session's workers share, and the others read it:
+    readers never write into a run folder.
 
     Run in-process, as vae.cli.invoke runs train.py's main: the fresh processes of the kill and signal tests are the
     ones that prove a real train.py ends cleanly."""
     from vae.cli import invoke
 
-    root = tmp_path_factory.mktemp("trained_run")
-    images = write_pngs(root / "images", blob_images(40, 32))
-    run = root / "run"
+    shared = os.environ.get("PYTEST_XDIST_WORKER") and fcntl is not None
+    base = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.mktemp("session")
+    images, run, printed = base / "trained_run" / "images", base / "trained_run" / "run", base / "trained_run.json"
     args = [str(a) for a in ["--data", images, "--out", run, "--num_epochs", "2", "--val_split", "0.2", *TINY,
                              "--image_size", "32"]]
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            invoke(MAIN["train"], args)
-        except SystemExit as e:
-            raise AssertionError(f"train.py exited with {e.code}: {stderr.getvalue()}") from e
-    return images, run, subprocess.CompletedProcess(["train.py", *args], 0, stdout.getvalue(), stderr.getvalue())
+    with open(base / "trained_run.lock", "w") as lock:
+        if shared:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not printed.exists():
+            write_pngs(images, blob_images(40, 32))
+            stdout, stderr = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                try:
+                    invoke(MAIN["train"], args)
+                except SystemExit as e:
+                    raise AssertionError(f"train.py exited with {e.code}: {stderr.getvalue()}") from e
+            printed.write_text(json.dumps([stdout.getvalue(), stderr.getvalue()]))
+    stdout, stderr = json.loads(printed.read_text())
+    return images, run, subprocess.CompletedProcess(["train.py", *args], 0, stdout, stderr)
 
 
 @pytest.fixture(scope="session")
