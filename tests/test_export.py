@@ -214,10 +214,13 @@ def test_an_unwritable_out_is_refused_in_one_line(vivid, tmp_path, capsys):
     locked.mkdir()
     locked.chmod(0o555)
     drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+    argv = ["export.py", "--model", str(vivid), "--format", "onnx", "--out", str(locked / "out")]
+    probe = (f"import runpy, sys\nsys.argv = {argv!r}\ntry:\n    runpy.run_path('export.py', run_name='__main__')\n"
+             "finally:\n    print('tensorflow loaded:', 'tensorflow' in sys.modules)\n")
     try:
-        result = subprocess.run([*drop, sys.executable, "export.py", "--model", str(vivid), "--format", "onnx", "--out",
-                                 str(locked / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2 and result.stdout == "", result.stderr
+        result = subprocess.run([*drop, sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        # Refused before TensorFlow loads: a mistake costs no time.
+        assert result.returncode == 2 and result.stdout == "tensorflow loaded: False\n", result.stderr
         expected = f"error: --out {locked / 'out'}: cannot write in {locked} (permission denied); choose another --out\n"
         assert result.stderr == expected
         assert list(locked.iterdir()) == []

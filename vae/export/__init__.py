@@ -106,12 +106,12 @@ def folder_size(folder: Path) -> int:
 
 def export(model_path, fmt: str, out, overwrite: bool = False) -> int:
     """Write the model of `model_path` (a run folder or .keras file) as `fmt` into the folder `out`; its size in bytes."""
-    from vae.export import formats, runtime
-
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt}")
     out = Path(out)
     check_out(out, overwrite)
+    from vae.export import formats, runtime  # TensorFlow loads here, once the flags are known to be usable
+
     if fmt != "saved_model":  # what is missing is said before the model is loaded
         formats.needs_onnx_tools()
     files = runtime.runtime_files() if fmt == "web" else None
