@@ -154,6 +154,17 @@ def run_script(*args, cwd=ROOT, timeout=300, env=None):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def in_process_probe(command: list[str]) -> str:
+    """Python code that runs a command line of the project (a script and its flags, or -m and a module) in the process
+    that runs the code, then prints how it exited and whether it loaded TensorFlow: "exit CODE, tensorflow loaded: BOOL"."""
+    module = command[0] == "-m"
+    target, argv = (command[1], [command[1].rsplit(".", 1)[-1], *command[2:]]) if module else (command[0], command)
+    return (f"import runpy, sys\nsys.argv = {argv!r}\ncode = 0\ntry:\n"
+            f"    runpy.run_{'module' if module else 'path'}({target!r}, run_name='__main__')\n"
+            "except SystemExit as e:\n    code = e.code or 0\n"
+            "print(f'exit {code}, tensorflow loaded:', 'tensorflow' in sys.modules)\n")
+
+
 # Each script's main(argv), to run a command line in-process (vae.cli.invoke) where a fresh process proves nothing more.
 MAIN = {name: runpy.run_path(str(ROOT / f"{name}.py"), run_name=name)["main"]
         for name in ("train", "sample", "reconstruct", "evaluate", "explore", "export")}

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, blob_images, changed, from_code, ready_page, vivid_keras
+from conftest import ROOT, blob_images, changed, from_code, in_process_probe, ready_page, vivid_keras
 
 EXPORT = runpy.run_path(str(ROOT / "export.py"), run_name="export")["main"]
 PAGE_MATCH, PAGE_SHARE = 2 / 255, 0.99  # the page's faces against Keras': within 2 grey levels on 99% of pixels
@@ -214,13 +214,11 @@ def test_an_unwritable_out_is_refused_in_one_line(vivid, tmp_path, capsys):
     locked.mkdir()
     locked.chmod(0o555)
     drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
-    argv = ["export.py", "--model", str(vivid), "--format", "onnx", "--out", str(locked / "out")]
-    probe = (f"import runpy, sys\nsys.argv = {argv!r}\ntry:\n    runpy.run_path('export.py', run_name='__main__')\n"
-             "finally:\n    print('tensorflow loaded:', 'tensorflow' in sys.modules)\n")
+    probe = in_process_probe(["export.py", "--model", str(vivid), "--format", "onnx", "--out", str(locked / "out")])
     try:
         result = subprocess.run([*drop, sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
         # Refused before TensorFlow loads: a mistake costs no time.
-        assert result.returncode == 2 and result.stdout == "tensorflow loaded: False\n", result.stderr
+        assert result.returncode == 0 and result.stdout == "exit 2, tensorflow loaded: False\n", result.stderr
         expected = f"error: --out {locked / 'out'}: cannot write in {locked} (permission denied); choose another --out\n"
         assert result.stderr == expected
         assert list(locked.iterdir()) == []

@@ -20,7 +20,19 @@ from vae.run import Run
 from vae.training import trainer
 from vae.training.trainer import train
 
-from conftest import ROOT, SIZE, TINY, blob_images, epochs_in_history, run_script, sha, started, tiny_config, write_pngs
+from conftest import (
+    ROOT,
+    SIZE,
+    TINY,
+    blob_images,
+    epochs_in_history,
+    in_process_probe,
+    run_script,
+    sha,
+    started,
+    tiny_config,
+    write_pngs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +120,11 @@ def test_a_second_train_py_is_refused_before_tensorflow_loads(images, tmp_path):
     out = tmp_path / "run"
     holder = Run(out)
     holder.lock()
-    argv = ["train.py", "--data", str(images), "--out", str(out), *TINY]
-    probe = (f"import runpy, sys\nsys.argv = {argv!r}\ntry:\n    runpy.run_path('train.py', run_name='__main__')\n"
-             "except SystemExit as e:\n    print('exit', e.code)\nprint('tensorflow loaded:', 'tensorflow' in sys.modules)\n")
     try:
-        result = run_script("-c", probe)
+        result = run_script("-c", in_process_probe(["train.py", "--data", str(images), "--out", str(out), *TINY]))
     finally:
         holder.unlock()
-    assert result.stdout.split() == ["exit", "2", "tensorflow", "loaded:", "False"], result.stderr
+    assert result.stdout == "exit 2, tensorflow loaded: False\n", result.stderr
     assert result.stderr.startswith(f"error: {out} is in use: train.py is training it by process {os.getpid()} on ")
 
 
