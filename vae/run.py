@@ -344,13 +344,12 @@ class Run:
 
     def claim(self, cfg: Config, overwrite: bool) -> None:
         """check() and lock: what train.py does before it loads TensorFlow, so that a second trainer is refused at once."""
-        self.check(cfg, overwrite)
+        self.check(cfg, overwrite)  # before the lock, which would create a file in a folder that is not ours
         self.lock()
 
     def start(self, cfg: Config, overwrite: bool) -> TrainState | None:
-        """check(), lock, check again under the lock, clear if asked, record the settings; the state to resume, or None."""
-        self.check(cfg, overwrite)  # before the lock, which would create a file in a folder that is not ours
-        self.lock()
+        """claim(), check again under the lock, clear if asked, record the settings; the state to resume, or None."""
+        self.claim(cfg, overwrite)  # a no-op lock if train.py claimed the folder already
         state = self.check(cfg, overwrite)
         if overwrite:
             self.clear()
