@@ -72,6 +72,18 @@ def test_tensorboard_plot_history_kl_warmup_and_the_cosine_schedule(tmp_path, im
     assert rates[0] > rates[1] > rates[2] and rates[2] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_the_loss_curve_labels_a_curve_that_barely_moves_with_its_values():
+    from vae.training.reporting import loss_curve_figure
+
+    # A PSNR from 10.6001 to 10.6003 dB: matplotlib's default ticks read 0.000075 to 0.000325 under an offset of 10.6.
+    rows = [dict(epoch=e, loss=342.6, recon=175.3, kl=7.2, val_loss=342.9, val_recon=175.4, val_kl=7.3,
+                 val_psnr=10.6 + 1e-4 * e) for e in (1, 2, 3)]
+    for ax in loss_curve_figure(rows).axes:
+        labels = [float(t.get_text().replace("\u2212", "-")) for t in ax.get_yticklabels()]
+        low, high = ax.get_ylim()
+        assert len(labels) >= 2 and all(abs(v - (low + high) / 2) < 1 for v in labels), (ax.get_title(), labels)
+
+
 def test_time_budget_stops_after_a_step_and_saves(tmp_path, image_folder):
     out = tmp_path / "run"
     train(tiny_config(image_folder, out, num_epochs=50, max_minutes=1e-6))

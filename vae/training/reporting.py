@@ -49,14 +49,16 @@ def epoch_grids(model, fixed_z, fixed_val) -> dict[str, np.ndarray]:
     return grids
 
 
-def plot_history(history: list[dict], path: Path) -> None:
-    """Loss, reconstruction and KL (training and validation) and validation PSNR per epoch, in one PNG."""
+def loss_curve_figure(history: list[dict]) -> Figure:
+    """Loss, reconstruction and KL (training and validation) and validation PSNR per epoch, four panels in one Figure."""
     epochs = [r["epoch"] for r in history]
     # A bare Figure (no pyplot, no display) with a fixed layout: a third of the time tight_layout takes.
     fig = Figure(figsize=(16, 3.6))
     axes = fig.subplots(1, 4)
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # Values as they are: a curve that barely moves got ticks like 0.2 under a "+1.06e1" offset.
+        ax.ticklabel_format(axis="y", useOffset=False)
     for ax, key, title in zip(axes, ["loss", "recon", "kl"], ["loss (recon + beta KL)", "reconstruction (L1 sum)", "KL (nats)"]):
         ax.plot(epochs, [r[key] for r in history], "o-", label="training", ms=3)
         ax.plot(epochs, [r[f"val_{key}"] for r in history], "s-", label="validation", ms=3)
@@ -68,9 +70,14 @@ def plot_history(history: list[dict], path: Path) -> None:
     axes[3].set_title("validation PSNR (dB)")
     axes[3].set_xlabel("epoch")
     axes[3].grid(alpha=0.3)
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.14, top=0.91, wspace=0.22)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.14, top=0.91, wspace=0.26)
+    return fig
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """loss_curve_figure of `history`, as a PNG at `path`."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        loss_curve_figure(history).savefig(tmp, dpi=90, format="png")
 
 
 class TensorBoardLog:
